@@ -1,0 +1,62 @@
+# nanoprune: every target strings together `python -m <package> <verb>` calls; no logic here.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+RECIPE ?= configs/yolov3-tiny-person.yaml
+SSD_RECIPE ?= configs/ssdlite-person.yaml
+PROFILE ?= quick
+RUN ?= runs/$(basename $(notdir $(RECIPE)))
+NANOPRUNE_ASSETS ?= ./assets
+export NANOPRUNE_ASSETS
+
+.PHONY: setup setup-dev test lint format assets prune-yolo prune-ssd export bench clean help
+
+help:
+	@echo "make prune-yolo [RECIPE=configs/x.yaml PROFILE=quick|full|smoke]   compress a YOLO end to end"
+	@echo "make test                                                         lint, py3.6 check, pytest"
+	@echo "make prune-ssd | export | bench | assets | docker-jetson | docker-workstation | deploy JETSON=user@host"
+
+# The venv is (re)built when pyproject.toml changes; the stamp files say which extras are in.
+$(VENV)/.host-installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -e '.[host]'
+	touch $@
+
+$(VENV)/.dev-installed: $(VENV)/.host-installed
+	$(PY) -m pip install -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.host-installed
+
+setup-dev: setup $(VENV)/.dev-installed
+
+lint: setup-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/vermin -q --no-tips --violations -t=3.6- edge_runtime export/bundle.py export/trt
+
+format: setup-dev
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: setup-dev lint
+	MPLBACKEND=Agg $(VENV)/bin/pytest -q
+
+assets: setup
+	$(PY) -m compress assets fetch --all
+	$(PY) -m compress assets list
+
+prune-yolo: setup
+	$(PY) -m compress pipeline --recipe $(RECIPE) --profile $(PROFILE) --out $(RUN)
+
+prune-ssd: setup
+	$(PY) -m compress pipeline --recipe $(SSD_RECIPE) --profile $(PROFILE) --out runs/$(basename $(notdir $(SSD_RECIPE)))
+
+export: setup
+	$(PY) -m export onnx --run $(RUN)
+
+clean:
+	rm -rf runs .pytest_cache
+
+-include mk/*.mk

@@ -1,0 +1,1 @@
+"""Detectors: Darknet YOLO family and torchvision SSD, all behind `Detector` (base.py)."""
