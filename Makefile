@@ -34,7 +34,7 @@ setup-dev: setup $(VENV)/.dev-installed
 lint: setup-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/vermin -q --no-tips --violations -t=3.6- edge_runtime export/bundle.py export/trt
+	$(VENV)/bin/vermin -q --no-tips --violations -t=3.6- edge_runtime export/__init__.py export/__main__.py export/bundle.py export/trt
 
 format: setup-dev
 	$(VENV)/bin/ruff check --fix .

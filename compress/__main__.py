@@ -14,12 +14,24 @@ import sys
 # verb -> (module, one-line help). Add a verb by adding a line here.
 VERBS: dict[str, tuple[str, str]] = {
     "assets": ("compress.assets_cli", "list or fetch the weights, cfgs, videos and datasets"),
-    "eval": ("compress.eval_cli", "person AP50 / AP50:95, params and FLOPs of a model or a results JSON"),
+    "eval": (
+        "compress.eval_cli",
+        "person AP50 / AP50:95, params and FLOPs of a model or a results JSON",
+    ),
     "train": ("compress.train.cli", "train or fine-tune a detector from a recipe"),
     "prune": ("compress.prune.cli", "sparsity training and adaptive channel + layer pruning"),
-    "search": ("compress.prune.search_cli", "SSD/YOLO structure search: clustering + particle swarm"),
-    "recover": ("compress.recover.cli", "recover a pruned model: fine-tune, grafting, distillation"),
-    "import-tf": ("compress.models.tf_import", "import a TF1 Object Detection API SSD frozen graph"),
+    "search": (
+        "compress.prune.search_cli",
+        "SSD/YOLO structure search: clustering + particle swarm",
+    ),
+    "recover": (
+        "compress.recover.cli",
+        "recover a pruned model: fine-tune, grafting, distillation",
+    ),
+    "import-tf": (
+        "compress.models.tf_import",
+        "import a TF1 Object Detection API SSD frozen graph",
+    ),
     "pipeline": ("compress.pipeline", "run a whole recipe end to end into one run folder"),
 }
 

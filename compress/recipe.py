@@ -29,7 +29,9 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return out
 
 
-def load_recipe(path: str | os.PathLike, profile: str | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def load_recipe(
+    path: str | os.PathLike, profile: str | None = None, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -43,7 +45,9 @@ def load_recipe(path: str | os.PathLike, profile: str | None = None, overrides: 
     recipe = raw
     if profile:
         if profile not in profiles:
-            raise RecipeError(f"{path}: no profile {profile!r}; this recipe has: {', '.join(profiles) or 'none'}")
+            raise RecipeError(
+                f"{path}: no profile {profile!r}; this recipe has: {', '.join(profiles) or 'none'}"
+            )
         recipe = deep_merge(recipe, profiles[profile])
     if overrides:
         recipe = deep_merge(recipe, overrides)

@@ -75,7 +75,9 @@ def validate(meta):
     if len(shape) != 4 or int(shape[1]) != 3:
         raise BundleError("input_shape must be [N, 3, H, W], got {}".format(shape))
     if meta.get("resize") not in ("letterbox", "stretch"):
-        raise BundleError("resize must be 'letterbox' or 'stretch', got {!r}".format(meta.get("resize")))
+        raise BundleError(
+            "resize must be 'letterbox' or 'stretch', got {!r}".format(meta.get("resize"))
+        )
     if meta.get("color") not in ("RGB", "BGR"):
         raise BundleError("color must be 'RGB' or 'BGR', got {!r}".format(meta.get("color")))
     if not meta["classes"]:
@@ -100,7 +102,9 @@ def from_props(props, source="model"):
     try:
         meta = json.loads(text)
     except ValueError as exc:
-        raise BundleError("{}: '{}' metadata is not JSON: {}".format(source, METADATA_KEY, exc))
+        raise BundleError(
+            "{}: '{}' metadata is not JSON: {}".format(source, METADATA_KEY, exc)
+        ) from None
     merged = json.loads(json.dumps(DEFAULTS))
     merged.update(meta)
     return validate(merged)
@@ -137,4 +141,6 @@ def atomic_write_bytes(path, data):
 
 
 def atomic_write_json(path, obj):
-    return atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    return atomic_write_bytes(
+        path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8")
+    )

@@ -9,3 +9,19 @@ Contract (what every reader gives the trainer and the evaluator):
   x_orig = (x_input - px) / rw (the inverse of letterbox or stretch resize).
 - `dataset.to_coco()` -> COCO ground-truth dict for pycocotools (category ids 1..C).
 """
+
+from compress.data.build import build_datasets, collate, load_records, split_indices
+from compress.data.dataset import DetectionDataset
+from compress.data.records import DataError, ImageRecord
+from compress.data.transforms import build_transform
+
+__all__ = [
+    "DataError",
+    "DetectionDataset",
+    "ImageRecord",
+    "build_datasets",
+    "build_transform",
+    "collate",
+    "load_records",
+    "split_indices",
+]

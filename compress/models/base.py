@@ -32,7 +32,9 @@ class Detector(nn.Module):
     def forward(self, images: torch.Tensor) -> Any:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def loss(self, raw: Any, targets: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, dict[str, float]]:  # pragma: no cover
+    def loss(
+        self, raw: Any, targets: list[dict[str, torch.Tensor]]
+    ) -> tuple[torch.Tensor, dict[str, float]]:  # pragma: no cover
         raise NotImplementedError
 
     def decode(self, raw: Any) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover
@@ -53,8 +55,11 @@ class Detector(nn.Module):
         return [postprocess(b, s, thr, iou, max_detections) for b, s in zip(boxes, scores)]
 
     def export_module(self) -> nn.Module:
-        """A module whose forward(images) returns (boxes, scores): what ONNX export traces."""
-        return _Decoded(self)
+        """A module whose forward(images) returns (boxes, scores): what ONNX export traces.
+
+        Returned in eval mode (BN running statistics, no dropout): that is the graph that ships.
+        """
+        return _Decoded(self).eval()
 
     def bundle_meta(self) -> dict[str, Any]:
         """The model-bundle fields this detector knows (export adds the rest)."""
@@ -80,7 +85,11 @@ class _Decoded(nn.Module):
 
 
 def postprocess(
-    boxes: torch.Tensor, scores: torch.Tensor, score_threshold: float, nms_iou: float, max_detections: int = 300
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    score_threshold: float,
+    nms_iou: float,
+    max_detections: int = 300,
 ) -> dict[str, torch.Tensor]:
     """One image: boxes [N,4], scores [N,C] -> kept boxes, scores, labels (class-wise NMS)."""
     idx, labels = (scores >= score_threshold).nonzero(as_tuple=True)

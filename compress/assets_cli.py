@@ -1,0 +1,70 @@
+"""`python -m compress assets list|fetch`: what is present and verified, and how to get the rest.
+
+python -m compress assets list
+python -m compress assets fetch yolov3.weights
+python -m compress assets fetch --all
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from compress.assets import KNOWN_ASSETS, AssetError, fetch, status
+from compress.paths import ENV_VAR, assets_root
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.splitlines()[2:]),
+    )
+    p.add_argument("--root", help=f"assets folder (default: ${ENV_VAR} or ./assets)")
+    sub = p.add_subparsers(dest="action", required=True)
+    sub.add_parser(
+        "list", help="each known asset: verified / recorded / present / mismatch / missing"
+    )
+    f = sub.add_parser("fetch", help="download, verify (sha256) and store atomically")
+    f.add_argument(
+        "names", nargs="*", metavar="NAME", help=f"one or more of: {', '.join(KNOWN_ASSETS)}"
+    )
+    f.add_argument("--all", action="store_true", help="every known asset")
+    f.add_argument("--force", action="store_true", help="download again even when present")
+    f.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def list_assets(root) -> int:
+    print(f"assets root: {root}")
+    bad = 0
+    for asset in KNOWN_ASSETS.values():
+        state, detail = status(asset, root)
+        bad += state in ("missing", "mismatch")
+        print(f"  {state:9s} {asset.name:22s} {asset.relpath:48s} {detail}")
+    if bad:
+        print(f"{bad} missing or mismatched: `python -m compress assets fetch NAME` (or --all)")
+    return 0
+
+
+def fetch_assets(args, root) -> int:
+    if bool(args.names) == bool(args.all):
+        print("assets fetch: name one or more assets, or pass --all", file=sys.stderr)
+        return 2
+    failed = 0
+    for name in list(KNOWN_ASSETS) if args.all else args.names:
+        try:
+            path = fetch(name, root, force=args.force, progress=not args.quiet)
+        except AssetError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{status(KNOWN_ASSETS[name], root)[0]:9s} {name} -> {path}")
+    return 1 if failed else 0
+
+
+def main(args: argparse.Namespace) -> int:
+    root = args.root or assets_root()
+    if args.action == "list":
+        return list_assets(root)
+    return fetch_assets(args, root)
