@@ -1,0 +1,90 @@
+"""Frame -> network input, as the bundle metadata says (cv2 + numpy, torch-free, Python 3.6).
+
+The INT8 calibrator and the host's parity check both feed the network through this code, so
+what the engine is calibrated and checked on is what the device feeds it.
+"""
+
+import os
+
+import cv2
+import numpy as np
+
+
+def letterbox(frame, height, width, pad_value=114):
+    """Resize keeping the aspect ratio, pad the rest evenly on both sides.
+
+    Returns (image [height, width, 3] uint8, ratio, (pad_left, pad_top)); a box in input pixels
+    maps back to the frame with (x - pad_left) / ratio, (y - pad_top) / ratio.
+    """
+    h, w = frame.shape[:2]
+    ratio = min(float(height) / h, float(width) / w)
+    new_w, new_h = max(1, int(round(w * ratio))), max(1, int(round(h * ratio)))
+    if (new_w, new_h) != (w, h):
+        frame = cv2.resize(frame, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    left, top = (width - new_w) // 2, (height - new_h) // 2
+    out = cv2.copyMakeBorder(
+        frame,
+        top,
+        height - new_h - top,
+        left,
+        width - new_w - left,
+        cv2.BORDER_CONSTANT,
+        value=(pad_value, pad_value, pad_value),
+    )
+    return out, ratio, (left, top)
+
+
+def stretch(frame, height, width, pad_value=114):
+    """Resize to the input size ignoring the aspect ratio (ratio is then per axis)."""
+    h, w = frame.shape[:2]
+    out = cv2.resize(frame, (width, height), interpolation=cv2.INTER_LINEAR)
+    return out, (float(width) / w, float(height) / h), (0, 0)
+
+
+RESIZERS = {"letterbox": letterbox, "stretch": stretch}
+
+
+def preprocess(frame_bgr, meta):
+    """A BGR uint8 frame -> (float32 [1, 3, H, W] per `meta`, ratio, pad).
+
+    `meta` is the bundle metadata (export.bundle): input_shape, resize, pad_value, color,
+    normalize {scale, mean, std}.
+    """
+    if frame_bgr is None or frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3:
+        raise ValueError(
+            "expected a BGR image [H, W, 3], got {}".format(getattr(frame_bgr, "shape", None))
+        )
+    _, _, height, width = [int(d) for d in meta["input_shape"]]
+    resize = RESIZERS[meta.get("resize", "letterbox")]
+    image, ratio, pad = resize(frame_bgr, height, width, int(meta.get("pad_value", 114)))
+    if meta.get("color", "RGB") == "RGB":
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    norm = meta.get("normalize") or {}
+    x = image.astype(np.float32) * np.float32(norm.get("scale", 1.0 / 255.0))
+    mean = np.asarray(norm.get("mean", [0.0, 0.0, 0.0]), dtype=np.float32)
+    std = np.asarray(norm.get("std", [1.0, 1.0, 1.0]), dtype=np.float32)
+    if mean.any() or (std != 1.0).any():
+        x = (x - mean) / std
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None]), ratio, pad
+
+
+def read_image(path):
+    """cv2.imread with an error that names the file (imread returns None silently)."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError("{}: not a readable image".format(path))
+    return image
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def list_images(folder, limit=None):
+    """Image files in a folder, sorted by name (so a calibration set is reproducible)."""
+    if not os.path.isdir(str(folder)):
+        raise ValueError("{}: not a folder of images".format(folder))
+    names = sorted(n for n in os.listdir(str(folder)) if n.lower().endswith(IMAGE_SUFFIXES))
+    if not names:
+        raise ValueError("{}: holds no images ({})".format(folder, ", ".join(IMAGE_SUFFIXES)))
+    paths = [os.path.join(str(folder), n) for n in names]
+    return paths[:limit] if limit else paths
