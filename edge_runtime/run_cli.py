@@ -1,0 +1,184 @@
+"""`python -m edge_runtime run --model m.onnx --source vtest.avi [--http 127.0.0.1:8080] ...`
+
+Runs the detection loop and writes what was asked: a window (--show), an MJPEG page
+(--http), a video (--record), detections as JSON lines (--log), and the final stats (--stats).
+"""
+
+import argparse
+import json
+import sys
+
+from edge_runtime.backends import BACKENDS
+from edge_runtime.detector import BundleDetector
+from edge_runtime.errors import EdgeError
+from edge_runtime.mjpeg import MjpegServer
+from edge_runtime.outputs import DetectionLog, VideoRecorder, WindowOutput, display_available
+from edge_runtime.pipeline import run_loop
+from edge_runtime.sources import add_source_args, source_from_args
+from export.bundle import atomic_write_json
+
+
+def get_args_parser():
+    parser = argparse.ArgumentParser(
+        description="Run a nanoprune bundle on frames from a camera, stream or file."
+    )
+    parser.add_argument(
+        "--model", required=True, help="an .onnx bundle, or a .plan/.engine with its .json"
+    )
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto"] + sorted(BACKENDS),
+        help="auto: by suffix (.onnx -> ort, .plan/.engine -> trt); trt with an .onnx "
+        "builds and caches the engine",
+    )
+    parser.add_argument(
+        "--threads", type=int, help="onnxruntime intra-op threads (default: its own)"
+    )
+    parser.add_argument("--conf", type=float, help="score threshold (default: the bundle's)")
+    parser.add_argument("--nms", type=float, help="NMS IoU (default: the bundle's)")
+    parser.add_argument(
+        "--cache-dir", help="TensorRT engine cache (default ~/.cache/nanoprune/engines)"
+    )
+    parser.add_argument(
+        "--precision", default="fp16", choices=["fp16", "fp32"], help="TensorRT build precision"
+    )
+    parser.add_argument("--workspace-mib", type=int, default=256, help="TensorRT build workspace")
+    add_source_args(parser)
+    out = parser.add_argument_group("outputs")
+    out.add_argument("--show", action="store_true", help="show a window (when a display exists)")
+    out.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help="serve an MJPEG page, e.g. 127.0.0.1:8080 "
+        "(use 0.0.0.0:8080 to reach it from elsewhere)",
+    )
+    out.add_argument(
+        "--record", metavar="OUT.mp4", help="record the annotated video (.mp4, .avi, .mkv)"
+    )
+    out.add_argument("--log", metavar="DET.jsonl", help="write detections, one JSON line per frame")
+    out.add_argument("--stats", metavar="STATS.json", help="write the final stats JSON")
+    parser.add_argument("--max-frames", type=int, help="stop after this many frames")
+    parser.add_argument(
+        "--queue-size", type=int, default=4, help="queue depth between stages (files)"
+    )
+    parser.add_argument(
+        "--bench-frames",
+        type=int,
+        default=16,
+        help="frames kept for the model-only FPS measured after the loop (0: skip)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="print only the final summary")
+    return parser
+
+
+def parse_http(text):
+    """'HOST:PORT', ':PORT' or 'PORT' -> (host, port); the host defaults to 127.0.0.1."""
+    host, _, port = text.rpartition(":")
+    if not port.isdigit() or not 0 <= int(port) < 65536:
+        raise EdgeError("--http {!r}: expected HOST:PORT, e.g. 127.0.0.1:8080".format(text))
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def check_args(args):
+    if args.max_frames is not None and args.max_frames < 1:
+        raise EdgeError("--max-frames must be >= 1")
+    if args.conf is not None and not 0.0 <= args.conf <= 1.0:
+        raise EdgeError("--conf must be within [0, 1]")
+    if args.nms is not None and not 0.0 < args.nms <= 1.0:
+        raise EdgeError("--nms must be within (0, 1]")
+    if args.threads is not None and args.threads < 1:
+        raise EdgeError("--threads must be >= 1")
+
+
+def build_outputs(args, detector, source, stop):
+    outputs = []
+    try:
+        if args.show:
+            if display_available():
+                outputs.append(
+                    WindowOutput(detector.meta.get("name", "nanoprune"), on_quit=stop.set)
+                )
+            else:
+                sys.stderr.write(
+                    "warning: --show ignored: no display here (use --http for a browser view)\n"
+                )
+        if args.http:
+            host, port = parse_http(args.http)
+            server = MjpegServer(host, port, title=str(detector.meta.get("name", "nanoprune")))
+            outputs.append(server)
+            if not args.quiet:
+                print("live view: {}".format(server.url))
+        if args.record:
+            outputs.append(VideoRecorder(args.record, fps=source.fps, realtime=source.live))
+        if args.log:
+            outputs.append(DetectionLog(args.log, detector.classes))
+    except Exception:
+        for o in outputs:
+            o.close()
+        raise
+    return outputs
+
+
+def summary_line(stats):
+    bench = stats.get("model_only") or {}
+    return "{} frames, loop {} FPS, model-only {} FPS (loop/model {}), peak RSS {} MiB, stopped by {}".format(
+        stats["frames"],
+        stats["loop_fps"],
+        bench.get("fps"),
+        stats["loop_vs_model"],
+        stats["peak_rss_mb"],
+        stats["stopped_by"],
+    )
+
+
+def main(args):
+    import threading
+
+    check_args(args)
+    if args.http:
+        parse_http(args.http)  # a bad address fails before the model loads
+    # Build settings serve the TensorRT backend and onnxruntime's TensorRT provider alike.
+    options = {"precision": args.precision, "workspace_mib": args.workspace_mib}
+    if args.cache_dir:
+        options["cache_dir"] = args.cache_dir
+    detector = BundleDetector(
+        args.model,
+        backend=args.backend,
+        threads=args.threads,
+        score_threshold=args.conf,
+        nms_iou=args.nms,
+        **options,
+    )
+    source = source_from_args(args)
+    stop = threading.Event()
+    try:
+        outputs = build_outputs(args, detector, source, stop)
+    except Exception:
+        source.release()
+        raise
+    if not args.quiet:
+        print(
+            "model {} on {} ({}), source {}".format(
+                args.model,
+                detector.backend.name,
+                ", ".join(detector.describe().get("providers") or []),
+                args.source,
+            )
+        )
+    stats = run_loop(
+        detector,
+        source,
+        outputs,
+        max_frames=args.max_frames,
+        queue_size=args.queue_size,
+        bench_frames=args.bench_frames,
+        stop_event=stop,
+    )
+    stats["command"] = {k: v for k, v in sorted(vars(args).items())}
+    if args.stats:
+        atomic_write_json(args.stats, stats)
+    print(summary_line(stats))
+    if not args.quiet and not args.stats:
+        print(json.dumps(stats["stages"], sort_keys=True))
+    return 0
