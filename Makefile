@@ -8,6 +8,10 @@ SSD_RECIPE ?= configs/ssdlite-person.yaml
 PROFILE ?= quick
 RUN ?= runs/$(basename $(notdir $(RECIPE)))
 NANOPRUNE_ASSETS ?= ./assets
+# What runs on the Nano (Python 3.6, no torch): vermin holds these to 3.6.
+DEVICE_PY := edge_runtime export/__init__.py export/__main__.py export/bundle.py export/trt \
+	benchmarks/__init__.py benchmarks/__main__.py benchmarks/latency.py benchmarks/loop.py \
+	benchmarks/stats.py benchmarks/environment.py benchmarks/video.py docker/entrypoint.py
 export NANOPRUNE_ASSETS
 
 .PHONY: setup setup-dev test lint format assets prune-yolo prune-ssd export bench clean help
@@ -34,7 +38,7 @@ setup-dev: setup $(VENV)/.dev-installed
 lint: setup-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/vermin -q --no-tips --violations -t=3.6- edge_runtime export/__init__.py export/__main__.py export/bundle.py export/trt
+	$(VENV)/bin/vermin -q --no-tips --violations -t=3.6- $(DEVICE_PY)
 
 format: setup-dev
 	$(VENV)/bin/ruff check --fix .

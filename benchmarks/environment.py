@@ -1,0 +1,171 @@
+# ruff: noqa: UP021
+"""Where a benchmark ran: CPU, cores, GPU, library versions, Jetson power mode and clocks.
+
+Device-side (Python 3.6, no torch, no `compress`). Every figure in a benchmark JSON carries
+this record, so `python -m benchmarks compare` can warn when two runs are not comparable
+(another device, thread count or power mode gives another speed, not a better model).
+"""
+
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+
+# The fields that change a measured speed: compare warns when any of them differ.
+COMPARABLE_KEYS = ("device", "cpu_model", "gpu", "power_mode", "backend", "threads")
+
+
+def _run(cmd, timeout=10):
+    """stdout of a command, or None when it is absent, fails or hangs (never raises)."""
+    try:
+        proc = subprocess.run(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            universal_newlines=True,  # not text=: Python 3.6 on the Nano
+            timeout=timeout,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if proc.returncode != 0:
+        return None
+    return proc.stdout.strip()
+
+
+def _read(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace").replace("\x00", "").strip()
+    except OSError:
+        return None
+
+
+def cpu_model():
+    """'AMD EPYC', 'Cortex-A57', ...: lscpu first, then /proc/cpuinfo, then platform."""
+    text = _run(["lscpu"])
+    if text:
+        m = re.search(r"^Model name:\s*(.+)$", text, re.M)
+        if m and m.group(1).strip() not in ("-", ""):
+            return m.group(1).strip()
+    info = _read("/proc/cpuinfo") or ""
+    for key in ("model name", "Hardware", "Processor"):
+        m = re.search(rf"^{key}\s*:\s*(.+)$", info, re.M)
+        if m:
+            return m.group(1).strip()
+    return platform.processor() or platform.machine()
+
+
+def usable_cores():
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count()
+
+
+def gpus():
+    """Desktop GPUs via nvidia-smi: [{"name", "driver", "memory_mb"}]; [] when none."""
+    text = _run(
+        [
+            "nvidia-smi",
+            "--query-gpu=name,driver_version,memory.total",
+            "--format=csv,noheader,nounits",
+        ]
+    )
+    out = []
+    for line in (text or "").splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 3:
+            out.append({"name": parts[0], "driver": parts[1], "memory_mb": parts[2]})
+    return out
+
+
+def parse_nvpmodel(text):
+    """`nvpmodel -q` output ('NV Power Mode: MAXN\\n0') -> {"name": "MAXN", "id": 0}."""
+    if not text:
+        return None
+    m = re.search(r"Power Mode:\s*(\S+)", text)
+    ids = re.findall(r"^\s*(\d+)\s*$", text, re.M)
+    return {"name": m.group(1) if m else None, "id": int(ids[-1]) if ids else None}
+
+
+def parse_jetson_clocks(text):
+    """`jetson_clocks --show` -> {"cpu": [...lines], "gpu": line, "emc": line}."""
+    if not text:
+        return None
+    out = {"cpu": [line.strip() for line in text.splitlines() if re.match(r"\s*cpu\d+:", line)]}
+    for key in ("GPU", "EMC"):
+        m = re.search(rf"^{key}\s.*$", text, re.M)
+        if m:
+            out[key.lower()] = m.group(0).strip()
+    return out
+
+
+def jetson():
+    """L4T release, board model, power mode and clocks; None when not on a Jetson."""
+    release = _read("/etc/nv_tegra_release")
+    model = _read("/proc/device-tree/model")
+    if not release and not (model and "jetson" in model.lower()):
+        return None
+    info = {"model": model, "l4t": release.splitlines()[0] if release else None}
+    info["power_mode"] = parse_nvpmodel(_run(["nvpmodel", "-q"]))
+    # `jetson_clocks --show` needs root; without it the record says so instead of guessing.
+    clocks = _run(["jetson_clocks", "--show"]) or _run(["sudo", "-n", "jetson_clocks", "--show"])
+    info["clocks"] = parse_jetson_clocks(clocks) if clocks else "unavailable (run as root)"
+    return info
+
+
+def _version(module_name):
+    try:
+        module = __import__(module_name)
+    except Exception:  # an absent or broken library is a fact to record, not an error
+        return None
+    return getattr(module, "__version__", "unknown")
+
+
+def library_versions():
+    versions = {
+        "python": platform.python_version(),
+        "numpy": _version("numpy"),
+        "opencv": _version("cv2"),
+        "onnxruntime": _version("onnxruntime"),
+        "tensorrt": _version("tensorrt"),
+    }
+    try:
+        import onnxruntime
+
+        versions["onnxruntime_providers"] = onnxruntime.get_available_providers()
+    except Exception:
+        versions["onnxruntime_providers"] = None
+    return versions
+
+
+def collect(backend=None, threads=None):
+    """The environment record written into every benchmark JSON."""
+    board = jetson()
+    gpu_list = gpus()
+    cpu = cpu_model()
+    if board:
+        device = board.get("model") or "Jetson"
+    elif gpu_list:
+        device = gpu_list[0]["name"]
+    else:
+        device = cpu
+    power = (board or {}).get("power_mode") or {}
+    return {
+        "device": device,
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_model": cpu,
+        "cpu_cores": os.cpu_count(),
+        "cpu_usable": usable_cores(),
+        "gpu": [g["name"] for g in gpu_list] or None,
+        "gpu_details": gpu_list or None,
+        "jetson": board,
+        "power_mode": power.get("name"),
+        "backend": backend,
+        "threads": threads,
+        "libraries": library_versions(),
+        "argv": list(sys.argv),
+    }
