@@ -1,0 +1,81 @@
+"""torchrun without code changes: read its environment, fall back to one process.
+
+`torchrun --nproc_per_node N -m compress train ...` sets RANK, WORLD_SIZE and LOCAL_RANK;
+without them everything runs in one process. gloo on CPU, nccl on CUDA. Only rank 0 writes
+files. `cleanup_distributed()` puts a barrier before `destroy_process_group()`: on torch 2.14
+with gloo a process can abort at exit when the group is destroyed right after DDP work
+(DESIGN.md section 7).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def resolve_device(device: str | torch.device = "auto", local_rank: int = 0) -> torch.device:
+    """ "auto" -> this process's GPU when CUDA is there, else the CPU."""
+    if str(device) == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device} asked for, but CUDA is not available here")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device(f"cuda:{local_rank}")
+    return device
+
+
+def init_distributed(device: str | torch.device = "auto") -> DistInfo:
+    """Join torchrun's process group when its variables are set (idempotent), else one process."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if world_size <= 1 and not dist.is_initialized():
+        return DistInfo(device=resolve_device(device))
+    dev = resolve_device(device, local_rank)
+    if not dist.is_initialized():
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+        atexit.register(cleanup_distributed)
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, dev)
+
+
+def cleanup_distributed() -> None:
+    """Barrier, then destroy the group (safe to call twice or without a group)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def all_reduce_mean(values: list[float], info: DistInfo) -> list[float]:
+    """The mean over ranks of a few scalars (the logged loss equals one process's loss)."""
+    if not info.distributed:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=info.device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return (t / info.world_size).tolist()
+
+
+def barrier(info: DistInfo) -> None:
+    if info.distributed:
+        dist.barrier()
