@@ -1,0 +1,103 @@
+"""Channel importance criteria: one small class per idea, one `__call__` each.
+
+A criterion scores the output channels of one conv unit (a conv and the BN after it, if any):
+`criterion(conv, bn) -> tensor [out_channels]`, higher = more important. Criteria whose scores
+are comparable across layers (BN |gamma| after sparsity training) say so with `global_scale =
+True`; the others are divided by each layer's maximum before one global threshold is applied,
+so a layer with large weights does not keep everything.
+
+Registry: `IMPORTANCE[name](**options)`.
+    >>> conv, bn = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+    >>> IMPORTANCE["l1"]()(conv, bn).shape
+    torch.Size([4])
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Importance:
+    global_scale = False
+    needs_grad = False  # the caller runs loss.backward() on a few batches before scoring
+
+    def __call__(
+        self, conv: nn.Conv2d, bn: nn.BatchNorm2d | None
+    ) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+
+class BNScale(Importance):
+    """|gamma| of the BN after the conv (Network Slimming, Liu et al. 2017)."""
+
+    global_scale = True
+
+    def __init__(self, per_layer: bool = False) -> None:
+        # per_layer: divide by the layer's largest |gamma| before the global threshold. For
+        # weights that were not sparsity-trained long (gammas of 0.5-5 whose scale differs by
+        # layer) a raw global threshold would empty whole layers and spare others.
+        self.global_scale = not per_layer
+
+    def __call__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> torch.Tensor:
+        if bn is None:
+            raise ValueError(f"bn_scale needs a BatchNorm after {conv}; this conv has none")
+        return bn.weight.detach().abs().clone()
+
+
+class FilterNorm(Importance):
+    """Lp norm of each filter (L1: Li et al. 2017, 'Pruning Filters for Efficient ConvNets')."""
+
+    def __init__(self, p: int = 1) -> None:
+        self.p = p
+
+    def __call__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> torch.Tensor:
+        w = conv.weight.detach().flatten(1)
+        return w.norm(p=self.p, dim=1)
+
+
+class BNTaylor(Importance):
+    """First-order Taylor estimate of the loss change when a channel is removed, taken on the
+    BN affine parameters: |gamma * dL/dgamma + beta * dL/dbeta| (Molchanov et al. 2019).
+    Needs gradients: run a backward pass on a few batches first (the pipeline does)."""
+
+    needs_grad = True
+
+    def __call__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> torch.Tensor:
+        if bn is None or bn.weight.grad is None:
+            raise ValueError(
+                "taylor needs a BN with gradients: call loss.backward() on a batch first"
+            )
+        g = bn.weight.detach() * bn.weight.grad.detach()
+        if bn.bias is not None and bn.bias.grad is not None:
+            g = g + bn.bias.detach() * bn.bias.grad.detach()
+        return g.abs()
+
+
+class FPGM(Importance):
+    """Filter Pruning via Geometric Median (He et al. 2019): a filter close to all the others
+    is replaceable, so its score is its summed distance to the layer's other filters."""
+
+    def __call__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> torch.Tensor:
+        w = conv.weight.detach().flatten(1)
+        return torch.cdist(w, w).sum(dim=1)
+
+
+IMPORTANCE: dict[str, type[Importance] | object] = {
+    "bn_scale": BNScale,
+    "bn_scale_layer": lambda: BNScale(per_layer=True),
+    "l1": lambda: FilterNorm(p=1),
+    "l2": lambda: FilterNorm(p=2),
+    "taylor": BNTaylor,
+    "fpgm": FPGM,
+}
+
+
+def build_importance(name: str, **options) -> Importance:
+    try:
+        factory = IMPORTANCE[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown importance {name!r}; choose one of {', '.join(IMPORTANCE)}"
+        ) from None
+    return factory(**options)

@@ -1,0 +1,98 @@
+"""`python -m compress pipeline` end to end on the smoke profile (real YOLOv3-tiny weights and
+coco128): every stage runs or says why not, and the run folder holds what a user reads."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from compress.io import read_json
+from compress.pipeline import get_args_parser, main
+from tests.conftest import need
+
+
+def test_tiny_person_smoke_pipeline(assets, tmp_path):
+    need(
+        assets,
+        "darknet/yolov3-tiny.cfg",
+        "darknet/yolov3-tiny.weights",
+        "darknet/coco.names",
+        "coco128/labels/train2017",
+    )
+    out = tmp_path / "run"
+    rc = main(
+        get_args_parser().parse_args(
+            ["--recipe", "configs/yolov3-tiny-person.yaml", "--profile", "smoke", "--out", str(out)]
+        )
+    )
+    summary = read_json(out / "summary.json")
+    stages = summary["stages"]
+    assert list(stages) == ["base", "prune", "evaluate", "export", "bench"]
+    failed = {k: v["error"] for k, v in stages.items() if v["status"] == "failed"}
+    assert rc == 0 and not failed, failed
+    for name in ("base", "prune", "evaluate"):
+        assert stages[name]["status"] == "done"
+    for (
+        name,
+        entry,
+    ) in stages.items():  # each stage either ran and wrote its report, or says why not
+        assert (
+            (out / name / "report.json").is_file() if entry["status"] == "done" else entry["reason"]
+        )
+    # The pruned model is smaller, and is what the evaluate stage re-loaded from disk.
+    fig = summary["figures"]
+    assert (
+        fig["pruned"]["flops"] < fig["base"]["flops"]
+        and fig["pruned"]["params"] < fig["base"]["params"]
+    )
+    assert summary["final_model"].endswith("prune/model")
+    assert (out / "prune" / "model" / "model.cfg").read_text().count("[convolutional]") == 13
+    # report.json: thresholds and how they were found, per-layer widths, AP and FLOPs per step
+    report = read_json(out / "prune" / "report.json")
+    cycle = report["cycles"][0]
+    assert (
+        cycle["prune"]["threshold"]["method"] == "gmm" and cycle["prune"]["threshold"]["value"] > 0
+    )
+    assert {"layer", "before", "after"} <= set(cycle["prune"]["per_layer"][0])
+    for step in ("sparse", "pruned", "recovered"):
+        assert {"AP50", "AP50_95", "flops", "params"} <= set(cycle[step])
+    assert len(cycle["gamma_log"]) == 2  # before sparsity + 1 epoch
+    assert set(report["plots"]) >= {
+        "gamma_hist_cycle1.png",
+        "channels_cycle1.png",
+        "ap_vs_flops.png",
+    }
+    assert all((out / "prune" / p).stat().st_size > 1000 for p in report["plots"])
+    # held-out images only: the base report says how many were trained on and evaluated
+    base = read_json(out / "base" / "report.json")
+    assert base["data"]["val_images"] > 0 and base["inputs"]["weights"]["sha256"]
+    md = (out / "summary.md").read_text()
+    assert "| prune | done |" in md and "pruned" in md
+    json.dumps(summary)
+
+
+def test_missing_yolov3_weights_fail_clearly(assets, tmp_path):
+    need(assets, "darknet/yolov3.cfg", "coco128/labels/train2017")
+    if (assets / "darknet/yolov3.weights").exists():
+        pytest.skip("yolov3.weights present: nothing missing to report")
+    out = tmp_path / "run"
+    rc = main(
+        get_args_parser().parse_args(
+            ["--recipe", "configs/yolov3-person.yaml", "--profile", "smoke", "--out", str(out)]
+        )
+    )
+    stages = read_json(out / "summary.json")["stages"]
+    assert rc == 1
+    assert stages["base"]["status"] == "failed" and "yolov3.weights" in stages["base"]["error"]
+    assert all(stages[s]["status"] == "skipped" for s in ("prune", "evaluate", "export", "bench"))
+    assert "base" in stages["prune"]["reason"]
+
+
+def test_pipeline_rejects_unknown_stage():
+    with pytest.raises(SystemExit, match="unknown stage"):
+        main(
+            get_args_parser().parse_args(
+                ["--recipe", "configs/yolov3-tiny-person.yaml", "--stages", "base,nope"]
+            )
+        )
