@@ -24,7 +24,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from compress.io import atomic_write_text, sha256_file
+from compress.io import atomic_write_text, publish, sha256_file
 from compress.paths import ENV_VAR, assets_root
 
 DARKNET = (
@@ -269,15 +269,6 @@ def _download(asset: Asset, dest_dir: Path, target: Path, progress: bool = True)
     return Path(tmp)
 
 
-def _publish(tmp: str | Path, target: Path) -> None:
-    """Rename into place with ordinary file permissions (mkstemp makes files owner-only, but
-    assets are shared, e.g. a read-only mount for CI)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, target)
-
-
 def _verify(asset: Asset, tmp: Path, base: Path) -> str:
     digest = sha256_file(tmp)
     expected = asset.sha256 or _records(base).get(asset.name)
@@ -308,7 +299,7 @@ def fetch(
     if asset.kind == "file":
         tmp = _download(asset, target.parent, target, progress)
         digest = _verify(asset, tmp, base)
-        _publish(tmp, target)
+        publish(tmp, target)
     else:
         tmp = _download(asset, base, target, progress)
         digest = _verify(asset, tmp, base)
@@ -347,7 +338,7 @@ def _extract(asset: Asset, archive: Path, base: Path) -> None:
             fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
             with os.fdopen(fd, "wb") as out, zf.open(asset.member) as src:
                 shutil.copyfileobj(src, out)
-            _publish(tmp, target)
+            publish(tmp, target)
             return
         # Extract into a sibling temp folder, then move each top-level entry into place, so
         # an interrupted extraction never leaves half a dataset where a whole one is expected.

@@ -25,12 +25,21 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+def publish(tmp: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Rename a finished temp file into place with ordinary permissions: mkstemp makes files
+    owner-only, but reports, weights and bundles are shared (volumes, read-only mounts)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, target)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
