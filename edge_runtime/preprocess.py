@@ -1,12 +1,16 @@
 """Frame (BGR uint8, any size) -> network blob, exactly as the bundle metadata says.
 
-Letterbox: scale to fit keeping the aspect ratio, centre the image, fill the border with
-`pad_value`. Stretch: plain resize. Then channel order, scale/mean/std and HWC -> NCHW, all as
+Letterbox / stretch come from `export.trt.preprocess` (shared with the parity check and the
+INT8 calibrator). Then channel order, scale/mean/std and HWC -> NCHW, all as
 whole-array numpy/cv2 operations. `Geometry` remembers how to map boxes back to the frame.
 """
 
 import cv2
 import numpy as np
+
+# One resize for the device, the parity check and INT8 calibration: what the engine is checked
+# and calibrated on is what the camera loop feeds it.
+from export.trt.preprocess import RESIZERS
 
 
 class Geometry(object):
@@ -28,43 +32,6 @@ class Geometry(object):
         return out
 
 
-def letterbox(frame, out_h, out_w, pad_value=114):
-    """Fit `frame` into out_h x out_w keeping its aspect ratio; return (image, Geometry)."""
-    h, w = frame.shape[:2]
-    r = min(float(out_h) / h, float(out_w) / w)
-    new_w, new_h = max(1, int(round(w * r))), max(1, int(round(h * r)))
-    left, top = (out_w - new_w) // 2, (out_h - new_h) // 2
-    resized = (
-        frame
-        if (new_w, new_h) == (w, h)
-        else cv2.resize(frame, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    )
-    image = cv2.copyMakeBorder(
-        resized,
-        top,
-        out_h - new_h - top,
-        left,
-        out_w - new_w - left,
-        cv2.BORDER_CONSTANT,
-        value=(pad_value, pad_value, pad_value),
-    )
-    return image, Geometry(left, top, float(new_w) / w, float(new_h) / h, w, h)
-
-
-def stretch(frame, out_h, out_w, pad_value=0):
-    h, w = frame.shape[:2]
-    image = (
-        frame
-        if (w, h) == (out_w, out_h)
-        else cv2.resize(frame, (out_w, out_h), interpolation=cv2.INTER_LINEAR)
-    )
-    return image, Geometry(0, 0, float(out_w) / w, float(out_h) / h, w, h)
-
-
-# metadata "resize" -> function(frame, H, W, pad_value) -> (image, Geometry)
-RESIZERS = {"letterbox": letterbox, "stretch": stretch}
-
-
 class Preprocessor(object):
     """Built once from the metadata; call it per frame: frame_bgr -> (blob, Geometry)."""
 
@@ -82,7 +49,11 @@ class Preprocessor(object):
         self.standardize = bool(self.mean.any() or (self.std != 1.0).any())
 
     def __call__(self, frame_bgr):
-        image, geometry = self.resize(frame_bgr, self.height, self.width, self.pad_value)
+        image, (sx, sy), (left, top) = self.resize(
+            frame_bgr, self.height, self.width, self.pad_value
+        )
+        h, w = frame_bgr.shape[:2]
+        geometry = Geometry(left, top, sx, sy, w, h)
         if self.to_rgb:
             image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         blob = np.multiply(image.transpose(2, 0, 1), self.scale, dtype=np.float32)

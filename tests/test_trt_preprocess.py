@@ -20,11 +20,15 @@ META = bundle.make_meta(
 def test_letterbox_keeps_aspect_and_centres():
     frame = np.zeros((100, 200, 3), np.uint8)
     frame[:, :100] = (255, 0, 0)  # left half blue (BGR)
-    img, ratio, (left, top) = letterbox(frame, 64, 64, pad_value=114)
-    assert img.shape == (64, 64, 3) and ratio == pytest.approx(0.32) and (left, top) == (0, 16)
+    img, (rx, ry), (left, top) = letterbox(frame, 64, 64, pad_value=114)
+    assert (
+        img.shape == (64, 64, 3)
+        and (rx, ry) == pytest.approx((0.32, 0.32))
+        and (left, top) == (0, 16)
+    )
     assert (img[:16] == 114).all() and (img[48:] == 114).all()  # 32 px of image, padded evenly
     # a box in input pixels maps back to the frame through ratio and pad
-    x0, y0 = (10 - left) / ratio, (20 - top) / ratio
+    x0, y0 = (10 - left) / rx, (20 - top) / ry
     assert (x0, y0) == pytest.approx((31.25, 12.5))
 
 

@@ -13,8 +13,10 @@ import numpy as np
 def letterbox(frame, height, width, pad_value=114):
     """Resize keeping the aspect ratio, pad the rest evenly on both sides.
 
-    Returns (image [height, width, 3] uint8, ratio, (pad_left, pad_top)); a box in input pixels
-    maps back to the frame with (x - pad_left) / ratio, (y - pad_top) / ratio.
+    Returns (image [height, width, 3] uint8, (rx, ry), (pad_left, pad_top)); a box in input
+    pixels maps back to the frame with (x - pad_left) / rx, (y - pad_top) / ry. The ratio is per
+    axis (rounded new size / old size), the convention of the host's datasets, so boxes map back
+    exactly the same way on both sides.
     """
     h, w = frame.shape[:2]
     ratio = min(float(height) / h, float(width) / w)
@@ -31,14 +33,15 @@ def letterbox(frame, height, width, pad_value=114):
         cv2.BORDER_CONSTANT,
         value=(pad_value, pad_value, pad_value),
     )
-    return out, ratio, (left, top)
+    return out, (float(new_w) / w, float(new_h) / h), (left, top)
 
 
 def stretch(frame, height, width, pad_value=114):
     """Resize to the input size ignoring the aspect ratio (ratio is then per axis)."""
     h, w = frame.shape[:2]
-    out = cv2.resize(frame, (width, height), interpolation=cv2.INTER_LINEAR)
-    return out, (float(width) / w, float(height) / h), (0, 0)
+    if (w, h) != (width, height):
+        frame = cv2.resize(frame, (width, height), interpolation=cv2.INTER_LINEAR)
+    return frame, (float(width) / w, float(height) / h), (0, 0)
 
 
 RESIZERS = {"letterbox": letterbox, "stretch": stretch}
