@@ -1,0 +1,68 @@
+"""Plots of an ACP search (matplotlib, Agg): fitness over cycles, widths per layer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+
+def _save(fig, path: Path) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
+
+
+def fitness_over_cycles(history: list[dict[str, Any]], path: Path) -> str:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    cycles = [h["cycle"] for h in history]
+    ax.plot(cycles, [h["best"] for h in history], "o-", label="best so far")
+    ax.plot(cycles, [h["mean"] for h in history], "s--", label="swarm mean")
+    ax.set_xlabel("cycle")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("fitness (accuracy - budget penalty)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def widths_per_layer(per_layer: list[dict[str, Any]], path: Path) -> str:
+    fig, ax = plt.subplots(figsize=(max(6, 0.22 * len(per_layer)), 3.8))
+    x = range(len(per_layer))
+    ax.bar(x, [u["before"] for u in per_layer], color="#cccccc", label="unpruned")
+    clustered = [u["cluster"]["keep"] if u.get("cluster") else None for u in per_layer]
+    if any(c is not None for c in clustered):
+        ax.plot(
+            x,
+            [c if c is not None else float("nan") for c in clustered],
+            "k_",
+            markersize=10,
+            label="clusters",
+        )
+    ax.bar(x, [u["after"] for u in per_layer], color="#4c72b0", label="searched")
+    ax.set_xticks(list(x))
+    ax.set_xticklabels(
+        [u["layer"].replace("core.", "").replace("backbone.", "") for u in per_layer],
+        rotation=90,
+        fontsize=6,
+    )
+    ax.set_ylabel("channels")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_search(report: dict[str, Any], out_dir: Path) -> list[str]:
+    out = []
+    history = (report.get("search") or {}).get("history") or []
+    if history:
+        out.append(fitness_over_cycles(history, Path(out_dir) / "acp_fitness.png"))
+    if report.get("per_layer"):
+        out.append(widths_per_layer(report["per_layer"], Path(out_dir) / "acp_widths.png"))
+    return out

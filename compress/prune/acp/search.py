@@ -1,0 +1,510 @@
+"""The ACP search: cluster -> swarm over per-unit keep ratios -> best structure -> recover.
+
+Search space: one keep ratio per unit (prunable channel group), bounded below by
+`min_ratio` and `min_channels`; a particle's widths are its ratios times the unit widths,
+rounded to `round_to` (8: what TensorRT's kernels and the Nano's tensor layout reward), never
+under `min_channels` (or the full width when that is smaller). Candidates are cached by their
+rounded widths, so particles that land on one structure are evaluated once.
+
+The swarm starts around two points: the clustered structure (clusters + noise per unit) and
+that structure shrunk uniformly until it meets the FLOPs budget (bisection on a common scale),
+because the clustered start alone is usually far above any useful budget.
+
+The state (swarm, cache, history, counters) is written atomically after every cycle to
+`<out_dir>/acp_state.json`; a search started again on the same out_dir with `resume: true`
+goes on from there and gives the same result as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from compress.io import read_json, write_json
+from compress.prune.acp import fitness as fit
+from compress.prune.acp.cluster import (
+    CLUSTER_DEFAULTS,
+    Clusters,
+    channel_responses,
+    cluster_channels,
+)
+from compress.prune.acp.groups import Unit, build_graph, channel_scores, find_units
+from compress.prune.acp.inherit import batchnorms, inherit, recalibrate_bn, train_steps
+from compress.prune.acp.pso import PSO_DEFAULTS, Swarm
+
+log = logging.getLogger(__name__)
+
+ACP_DEFAULTS: dict[str, Any] = {
+    "round_to": 8,
+    "min_channels": 8,
+    "min_ratio": 0.1,
+    "inherit": "cluster",  # cluster (representatives first) | l1
+    "recover": True,  # fine-tune the found structure with the recipe's recover: section
+    "resume": True,  # go on from <out_dir>/acp_state.json when its settings match
+    "progress": True,
+    "cluster": CLUSTER_DEFAULTS,
+    "pso": PSO_DEFAULTS,
+    "fitness": fit.FITNESS_DEFAULTS,
+}
+STATE_FILE = "acp_state.json"
+INHERIT = ("cluster", "l1")
+
+
+def resolve_settings(section: dict[str, Any] | None) -> dict[str, Any]:
+    """The recipe's `prune:` section over ACP_DEFAULTS (nested cluster/pso/fitness), checked."""
+    section = {k: v for k, v in (section or {}).items() if k != "method"}
+    out: dict[str, Any] = {}
+    unknown = sorted(set(section) - set(ACP_DEFAULTS))
+    for key, default in ACP_DEFAULTS.items():
+        if isinstance(default, dict):
+            sub = dict(section.get(key) or {})
+            unknown += [f"{key}.{k}" for k in sorted(set(sub) - set(default))]
+            out[key] = {**default, **sub}
+        else:
+            out[key] = section.get(key, default)
+    if unknown:
+        known = [
+            f"{k}.{sub}" if isinstance(v, dict) else k
+            for k, v in ACP_DEFAULTS.items()
+            for sub in (v if isinstance(v, dict) else [k])
+        ]
+        raise ValueError(
+            f"prune (method acp): unknown setting(s) {', '.join(unknown)}; known: {', '.join(known)}"
+        )
+    if out["inherit"] not in INHERIT:
+        raise ValueError(f"prune.inherit {out['inherit']!r}; known: {', '.join(INHERIT)}")
+    fit.check(out["fitness"])
+    return out
+
+
+# --------------------------------------------------------------------------- structures
+
+
+def round_width(value: float, width: int, round_to: int, min_channels: int) -> int:
+    """Channels for a keep of `value` channels of `width`: a multiple of round_to, at least
+    min_channels, at most width (a full layer keeps its own width even if not a multiple)."""
+    floor = min(width, max(min_channels, round_to))
+    w = int(round(value / round_to)) * round_to if round_to > 1 else int(round(value))
+    return int(min(width, max(floor, w)))
+
+
+def widths_of_ratios(
+    ratios: Sequence[float], units: Sequence[Unit], cfg: dict[str, Any]
+) -> list[int]:
+    return [
+        round_width(r * u.width, u.width, int(cfg["round_to"]), int(cfg["min_channels"]))
+        for r, u in zip(ratios, units)
+    ]
+
+
+def ratio_bounds(units: Sequence[Unit], cfg: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    lower = [
+        min(1.0, max(float(cfg["min_ratio"]), int(cfg["min_channels"]) / u.width)) for u in units
+    ]
+    return np.asarray(lower), np.ones(len(units))
+
+
+def key_of(widths: Sequence[int]) -> str:
+    return ",".join(str(int(w)) for w in widths)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def eval_view(dataset: Any, detector: nn.Module) -> Any:
+    """The dataset with the detector's deterministic eval transform (no augmentation)."""
+    from compress.data.dataset import DetectionDataset
+    from compress.data.transforms import build_transform
+
+    if isinstance(dataset, DetectionDataset):
+        tf = build_transform(
+            tuple(detector.input_size),
+            detector.resize_mode,
+            train=False,
+            pad_value=detector.pad_value,
+        )
+        return dataset.with_transform(tf)
+    return dataset
+
+
+def first_images(dataset: Any, n: int) -> Any:
+    n = min(int(n), len(dataset))
+    if hasattr(dataset, "subset"):
+        return dataset.subset(list(range(n)))
+    return torch.utils.data.Subset(dataset, list(range(n)))
+
+
+def batches(dataset: Any, batch_size: int) -> list[tuple[torch.Tensor, list[dict]]]:
+    from compress.data.build import collate
+
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=max(1, int(batch_size)), shuffle=False, collate_fn=collate
+    )
+    return list(loader)
+
+
+# --------------------------------------------------------------------------- the search
+
+
+@dataclass
+class Prepared:
+    """Everything computed once before the swarm flies."""
+
+    units: list[Unit]
+    scores: dict[str, torch.Tensor]
+    clusters: dict[str, Clusters]
+    calib: list[torch.Tensor]
+    labelled_train: list[tuple[torch.Tensor, list[dict]]]
+    ctx: fit.Context
+    seconds: float
+
+
+def prepare(detector: nn.Module, train_ds: Any, val_ds: Any, cfg: dict[str, Any]) -> Prepared:
+    t0 = time.time()
+    detector.eval()
+    graph, _ = build_graph(detector)
+    units = find_units(detector, graph)
+    if not units:
+        raise ValueError(f"{type(detector).__name__}: no prunable channel groups found")
+    scores = {u.name: channel_scores(detector, graph, u) for u in units}
+    log.info(
+        "ACP: %d prunable channel groups, %d channels", len(units), sum(u.width for u in units)
+    )
+    ccfg, fcfg = cfg["cluster"], cfg["fitness"]
+    train_view = eval_view(train_ds, detector)
+    clusters: dict[str, Clusters] = {}
+    if cfg["inherit"] == "cluster" or ccfg["method"] != "none":
+        data = [x for x, _ in batches(first_images(train_view, ccfg["images"]), ccfg["batch_size"])]
+        responses = channel_responses(detector, {u.name: u.module(detector) for u in units}, data)
+        clusters = {u.name: cluster_channels(responses[u.name], ccfg) for u in units}
+        log.info(
+            "ACP: clustered on %d images (%s): %d of %d channels are cluster representatives",
+            len(next(iter(responses.values()))),
+            ccfg["method"],
+            sum(c.keep for c in clusters.values()),
+            sum(u.width for u in units),
+        )
+    labelled_train = batches(
+        first_images(train_view, fcfg["bn_batches"] * fcfg["batch_size"]), fcfg["batch_size"]
+    )
+    fit_ds = first_images(eval_view(val_ds, detector), fcfg["images"])
+    labelled = batches(fit_ds, fcfg["batch_size"])
+    ctx = fit.Context(
+        input_size=tuple(detector.input_size),
+        images=[x for x, _ in labelled],
+        labelled=labelled,
+        dataset=fit_ds,
+        latency_runs=int(fcfg["latency_runs"]),
+    )
+    if not ctx.images:
+        raise ValueError("ACP: the held-out set has no images for the fitness")
+    ctx.teacher_scores = fit._scores(detector, ctx.images)
+    ctx.base_cost = fit.COSTS[fcfg["budget"]](detector, ctx)
+    return Prepared(
+        units,
+        scores,
+        clusters,
+        [x for x, _ in labelled_train],
+        labelled_train,
+        ctx,
+        time.time() - t0,
+    )
+
+
+class Search:
+    """Evaluate structures (cached) and fly the swarm, resumably."""
+
+    def __init__(
+        self, detector: nn.Module, prep: Prepared, cfg: dict[str, Any], out_dir: str | Path
+    ) -> None:
+        self.detector, self.prep, self.cfg = detector, prep, cfg
+        self.out_dir = Path(out_dir)
+        self.state_path = self.out_dir / STATE_FILE
+        self.cache: dict[str, dict[str, Any]] = {}
+        self.history: list[dict[str, Any]] = []
+        self.evaluated = self.hits = 0
+        self.eval_seconds = 0.0
+        self.start: dict[str, Any] = {}
+        self._base_flops: float | None = None
+        p = cfg["pso"]
+        lower, upper = ratio_bounds(prep.units, cfg)
+        self.swarm = Swarm(
+            lower,
+            upper,
+            p["particles"],
+            p["cycles"],
+            p["inertia"],
+            p["c1"],
+            p["c2"],
+            p["vmax"],
+            p["seed"],
+        )
+
+    # ---- candidates ---------------------------------------------------------------------
+    def build(self, widths: Sequence[int]) -> nn.Module:
+        """The candidate's model: inherited weights + BN recalibration (+ training steps)."""
+        clusters = self.prep.clusters if self.cfg["inherit"] == "cluster" else None
+        model = inherit(self.detector, self.prep.units, widths, self.prep.scores, clusters)
+        recalibrate_bn(model, self.prep.calib)
+        f = self.cfg["fitness"]
+        if int(f["train_steps"]) > 0:
+            torch.manual_seed(int(self.cfg["pso"]["seed"]))
+            train_steps(
+                model, self.prep.labelled_train, int(f["train_steps"]), float(f["train_lr"])
+            )
+        return model.eval()
+
+    def evaluate(self, widths: Sequence[int]) -> dict[str, Any]:
+        key = key_of(widths)
+        if key in self.cache:
+            self.hits += 1
+            return self.cache[key]
+        t0 = time.time()
+        f = self.cfg["fitness"]
+        model = self.build(widths)
+        accuracy = fit.PROXIES[f["proxy"]](model, self.prep.ctx)
+        cost = fit.COSTS[f["budget"]](model, self.prep.ctx) / self.prep.ctx.base_cost
+        record = {
+            "widths": [int(w) for w in widths],
+            "accuracy": float(accuracy),
+            "cost_ratio": float(cost),
+            "fitness": float(fit.combine(accuracy, cost, f)),
+        }
+        self.cache[key] = record
+        self.evaluated += 1
+        self.eval_seconds += time.time() - t0
+        return record
+
+    def flops_ratio(self, widths: Sequence[int]) -> float:
+        if self._base_flops is None:
+            self._base_flops = fit.cost_flops(self.detector, self.prep.ctx)
+        model = inherit(self.detector, self.prep.units, widths, self.prep.scores, None)
+        return fit.cost_flops(model, self.prep.ctx) / self._base_flops
+
+    def budget_start(self, ratios: np.ndarray) -> np.ndarray:
+        """`ratios` times one common factor s chosen so the FLOPs meet the target. FLOPs grow
+        about as s^2 (both sides of most convs shrink), so s is corrected by sqrt(target / f)
+        a few times (each step costs one pruned copy, so no long bisection)."""
+        target = float(self.cfg["fitness"]["target"])
+        lower, upper = self.swarm.lower, self.swarm.upper
+
+        def flops(s: float) -> float:
+            widths = widths_of_ratios(np.clip(ratios * s, lower, upper), self.prep.units, self.cfg)
+            return self.flops_ratio(widths)
+
+        scale, f = 1.0, flops(1.0)
+        for _ in range(4):
+            if target * 0.97 <= f <= target:
+                break
+            scale = min(1.0, scale * math.sqrt(target / f) * (0.98 if f > target else 1.0))
+            f = flops(scale)
+        return np.clip(ratios * scale, lower, upper)
+
+    # ---- state ----------------------------------------------------------------------------
+    def fingerprint(self) -> str:
+        what = {
+            "settings": {
+                k: v for k, v in self.cfg.items() if k not in ("resume", "progress", "recover")
+            },
+            "units": [[u.name, u.width] for u in self.prep.units],
+        }
+        return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
+
+    def save_state(self) -> None:
+        write_json(
+            self.state_path,
+            {
+                "fingerprint": self.fingerprint(),
+                "swarm": self.swarm.state_dict(),
+                "start": self.start,
+                "cache": self.cache,
+                "history": self.history,
+                "evaluated": self.evaluated,
+                "cache_hits": self.hits,
+                "eval_seconds": self.eval_seconds,
+            },
+        )
+
+    def load_state(self) -> bool:
+        if not (self.cfg["resume"] and self.state_path.is_file()):
+            return False
+        state = read_json(self.state_path)
+        if state.get("fingerprint") != self.fingerprint():
+            raise ValueError(
+                f"{self.state_path}: written by a search with other settings or another model; "
+                "delete it, use another out dir, or set prune.resume: false"
+            )
+        self.swarm.load_state_dict(state["swarm"])
+        self.start, self.cache, self.history = state["start"], state["cache"], state["history"]
+        self.evaluated, self.hits = int(state["evaluated"]), int(state["cache_hits"])
+        self.eval_seconds = float(state["eval_seconds"])
+        log.info("ACP: resumed %s at cycle %d", self.state_path, self.swarm.cycle)
+        return True
+
+    # ---- the swarm ------------------------------------------------------------------------
+    def initialise(self) -> None:
+        units = self.prep.units
+        if self.prep.clusters:
+            cluster_ratios = np.array([self.prep.clusters[u.name].keep / u.width for u in units])
+        else:
+            cluster_ratios = np.ones(len(units))
+        cluster_ratios = np.clip(cluster_ratios, self.swarm.lower, self.swarm.upper)
+        budget_ratios = self.budget_start(cluster_ratios)
+        log.info("ACP: swarm starts around the clustered and the budget-scaled structures")
+        self.swarm.start_around([cluster_ratios, budget_ratios], float(self.cfg["pso"]["spread"]))
+        self.start = {
+            "cluster_widths": widths_of_ratios(cluster_ratios, units, self.cfg),
+            "budget_widths": widths_of_ratios(budget_ratios, units, self.cfg),
+        }
+
+    def run(self, stop_after: int | None = None) -> dict[str, Any]:
+        """Fly until `pso.cycles` are done (or `stop_after` cycles in this call)."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if not self.load_state():
+            self.initialise()
+        p = self.swarm
+        bar = tqdm(
+            total=p.cycles * p.particles,
+            initial=p.cycle * p.particles,
+            desc="ACP search",
+            disable=not self.cfg["progress"],
+            leave=False,
+        )
+        done = 0
+        while p.cycle < p.cycles and (stop_after is None or done < stop_after):
+            records = []
+            for pos in p.positions:
+                records.append(self.evaluate(widths_of_ratios(pos, self.prep.units, self.cfg)))
+                best = max(p.gbest_fitness, max(r["fitness"] for r in records))
+                bar.update(1)
+                bar.set_postfix(best=f"{best:.4f}", hits=self.hits)
+            fits = [r["fitness"] for r in records]
+            p.tell(fits)
+            self.history.append(
+                {
+                    "cycle": p.cycle + 1,
+                    "inertia": round(p.w(), 4),
+                    "best": p.gbest_fitness,
+                    "mean": float(np.mean(fits)),
+                    "best_widths": widths_of_ratios(p.gbest, self.prep.units, self.cfg),
+                }
+            )
+            p.move()
+            done += 1
+            self.save_state()
+        bar.close()
+        return self.result()
+
+    def best(self) -> dict[str, Any]:
+        return max(self.cache.values(), key=lambda r: r["fitness"])
+
+    def result(self) -> dict[str, Any]:
+        lookups = self.evaluated + self.hits
+        return {
+            "finished": self.swarm.cycle >= self.swarm.cycles,
+            "cycles_done": self.swarm.cycle,
+            "best": self.best(),
+            "start": {k: self.cache.get(key_of(v), {"widths": v}) for k, v in self.start.items()},
+            "history": self.history,
+            "evaluated": self.evaluated,
+            "cache_hits": self.hits,
+            "cache_hit_rate": self.hits / lookups if lookups else 0.0,
+            "eval_seconds": round(self.eval_seconds, 2),
+            "candidates_per_minute": 60.0 * self.evaluated / self.eval_seconds
+            if self.eval_seconds
+            else None,
+        }
+
+
+def search(
+    detector: nn.Module,
+    train_ds: Any,
+    val_ds: Any,
+    cfg: dict[str, Any],
+    out_dir: str | Path,
+    stop_after: int | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Cluster, fly the swarm, build the best structure (inherited + BN recalibrated).
+    Returns (pruned detector, search report). `cfg` is `resolve_settings(prune_section)`."""
+    prep = prepare(detector, train_ds, val_ds, cfg)
+    s = Search(detector, prep, cfg, out_dir)
+    result = s.run(stop_after)
+    best = result["best"]["widths"]
+    model = s.build(best)
+    units = [
+        {
+            "layer": u.name,
+            "before": u.width,
+            "cluster": prep.clusters[u.name].summary() if u.name in prep.clusters else None,
+            "after": w,
+        }
+        for u, w in zip(prep.units, best)
+    ]
+    report = {
+        "prepare_seconds": round(prep.seconds, 2),
+        # SSD300-VGG16 has no BatchNorm: candidates are judged on inherited weights alone
+        "bn_recalibration": "done"
+        if batchnorms(detector)
+        else "skipped: the model has no BatchNorm",
+        **result,
+        "per_layer": units,
+    }
+    return model, report
+
+
+def acp(
+    detector: nn.Module, train_ds: Any, val_ds: Any, recipe: dict[str, Any], out_dir: Path
+) -> tuple[nn.Module, dict[str, Any]]:
+    """PRUNE_METHODS["acp"]: search, then recover with the recipe's `recover:` section."""
+    from compress.prune.acp.plots import plot_search
+    from compress.prune.methods import make_evaluator, make_recoverer
+    from compress.prune.slimming import figures
+
+    cfg = resolve_settings(recipe.get("prune"))
+    out_dir = Path(out_dir)
+    evaluate = make_evaluator(val_ds, recipe)
+    baseline = recipe.get("_baseline") or figures(detector, evaluate(detector))
+    t0 = time.time()
+    model, report = search(detector, train_ds, val_ds, cfg, out_dir)
+    search_seconds = time.time() - t0
+    searched = figures(model, evaluate(model))
+    final, recovery = searched, None
+    if cfg["recover"]:
+        model, recovery = make_recoverer(train_ds, val_ds, recipe)(
+            model, out_dir / "recover", detector
+        )
+        final = figures(model, evaluate(model))
+    report = {
+        "method": "acp",
+        "settings": cfg,
+        "baseline": baseline,
+        "searched": searched,
+        "recovered": final if recovery is not None else None,
+        "final": final,
+        "flops_ratio": final["flops"] / baseline["flops"],
+        "params_ratio": final["params"] / baseline["params"],
+        "search": {k: v for k, v in report.items() if k != "per_layer"},
+        "search_seconds": round(search_seconds, 1),
+        "per_layer": report["per_layer"],
+        "recovery": recovery,
+    }
+    try:
+        report["acp_plots"] = plot_search(report, out_dir)
+    except Exception as exc:  # a plot must never lose the run's numbers
+        log.warning("ACP plots failed: %s", exc)
+        report["acp_plots_error"] = repr(exc)
+    if not math.isfinite(report["flops_ratio"]):
+        raise ValueError("ACP: FLOPs of the pruned model are not finite")
+    return model, report
