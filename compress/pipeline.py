@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from compress.io import atomic_write_text, file_record, write_json
+from compress.io import atomic_write_text, file_record, read_json, write_json
 from compress.recipe import load_recipe
 
 log = logging.getLogger("compress.pipeline")
@@ -187,6 +187,43 @@ def stage_bench(run: Run, out: Path) -> dict[str, Any]:
     }
 
 
+def stage_compare(run: Run, out: Path) -> dict[str, Any]:
+    """The recovery methods side by side on the pruned model, same images seen by each.
+
+    Runs when the recipe has `recover.compare` ({methods, budget_images}); the teacher for
+    distillation is the unpruned person model. A run folder from an earlier `make prune-yolo`
+    can be compared afterwards with `--stages base,compare` (its prune/model is reused).
+    """
+    spec = (run.recipe.get("recover") or {}).get("compare")
+    if not spec:
+        raise Skip("recipe has no recover.compare section")
+    from compress.models.load import load_detector_dir
+    from compress.recover.compare import compare_methods
+
+    folder = run.paths.get("pruned_model") or str(run.out / "prune" / "model")
+    if not (Path(folder) / "model.json").exists():
+        raise Skip("no pruned model to recover")
+    cfg = {k: v for k, v in (run.recipe.get("recover") or {}).items() if k != "compare"}
+    cfg["train"] = dict(run.recipe.get("train") or {})
+    cfg["budget_images"] = int(spec.get("budget_images") or len(run.train_ds))
+    _, report = compare_methods(
+        load_detector_dir(folder),
+        run.train_ds,
+        run.val_ds,
+        cfg,
+        out,
+        teacher=run.base,
+        methods=spec.get("methods"),
+    )
+    run.figures["recovery_comparison"] = {
+        "best_method": report["best_method"],
+        "budget_images": report["budget_images"],
+        "table": report["table"],
+    }
+    report.pop("methods", None)  # per-method curves stay in their own folders' reports
+    return {"model_dir": folder, **report}
+
+
 def _latency_summary(result: dict[str, Any]) -> dict[str, Any]:
     models = result.get("models") or []
     out: dict[str, Any] = {"threads": result.get("threads"), "backend": result.get("backend")}
@@ -209,6 +246,7 @@ STAGES: dict[str, Callable[[Run, Path], dict[str, Any]]] = {
     "evaluate": stage_evaluate,
     "export": stage_export,
     "bench": stage_bench,
+    "compare": stage_compare,
 }
 REQUIRED = {"base", "prune"}  # later stages cannot run without these
 
@@ -253,12 +291,22 @@ def run_pipeline(
         entry["seconds"] = round(time.time() - t0, 2)
         summary["stages"][name] = entry
         log.info("stage %s: %s (%.1f s)", name, entry["status"], entry["seconds"])
-    summary["figures"] = run.figures
-    summary["final_model"] = run.paths.get("pruned_model")
-    summary["targets"] = _targets(run.figures)
+    if stages:  # a partial re-run updates the run's summary instead of replacing it
+        summary = _merge_previous(out / "summary.json", summary)
+    summary["figures"] = {**summary.get("figures", {}), **run.figures}
+    summary["final_model"] = run.paths.get("pruned_model") or summary.get("final_model")
+    summary["targets"] = _targets(summary["figures"])
     write_json(out / "summary.json", summary)
     atomic_write_text(out / "summary.md", summary_markdown(summary))
     return summary
+
+
+def _merge_previous(path: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    if not path.exists():
+        return summary
+    previous = read_json(path)
+    stages = {**previous.get("stages", {}), **summary["stages"]}
+    return {**previous, **summary, "stages": stages, "figures": previous.get("figures", {})}
 
 
 def _targets(fig: dict[str, Any]) -> dict[str, Any]:
@@ -337,8 +385,26 @@ def summary_markdown(s: dict[str, Any]) -> str:
                 if isinstance(v, dict) and "p50_ms" in v
             ),
         ]
+    rc = fig.get("recovery_comparison")
+    if rc:
+        lines += [
+            "",
+            f"Recovery methods on the pruned model, {rc['budget_images']} training images each "
+            f"(best: {rc['best_method']}):",
+            "",
+            "| method | AP50 | AP50:95 | wall s | images seen |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['method']} | {_num(r['AP50'])} | {_num(r['AP50_95'])} | {r['wall_s']:.0f} | {r['images_seen']} |"
+            for r in rc["table"]
+        ]
     lines += ["", f"Final model: `{s.get('final_model')}`", ""]
     return "\n".join(lines)
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:

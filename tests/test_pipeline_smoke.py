@@ -28,7 +28,7 @@ def test_tiny_person_smoke_pipeline(assets, tmp_path):
     )
     summary = read_json(out / "summary.json")
     stages = summary["stages"]
-    assert list(stages) == ["base", "prune", "evaluate", "export", "bench"]
+    assert list(stages) == ["base", "prune", "evaluate", "export", "bench", "compare"]
     failed = {k: v["error"] for k, v in stages.items() if v["status"] == "failed"}
     assert rc == 0 and not failed, failed
     for name in ("base", "prune", "evaluate"):
@@ -70,6 +70,34 @@ def test_tiny_person_smoke_pipeline(assets, tmp_path):
     md = (out / "summary.md").read_text()
     assert "| prune | done |" in md and "pruned" in md
     json.dumps(summary)
+    # The recovery methods side by side on the pruned model, same images seen by each.
+    table = {r["method"]: r for r in read_json(out / "compare" / "report.json")["table"]}
+    assert set(table) == {"finetune", "grafting"}
+    assert all(r["images_seen"] == 36 and r["AP50"] is not None for r in table.values())
+    assert (
+        "Recovery methods on the pruned model" in md and (out / "compare" / "compare.png").is_file()
+    )
+    # A partial re-run updates the summary: the stages it did not run keep their results.
+    assert (
+        main(
+            get_args_parser().parse_args(
+                [
+                    "--recipe",
+                    "configs/yolov3-tiny-person.yaml",
+                    "--profile",
+                    "smoke",
+                    "--out",
+                    str(out),
+                    "--stages",
+                    "base",
+                ]
+            )
+        )
+        == 0
+    )
+    again = read_json(out / "summary.json")
+    assert list(again["stages"]) == list(stages) and again["final_model"] == summary["final_model"]
+    assert again["figures"]["pruned"] == fig["pruned"]
 
 
 def test_missing_yolov3_weights_fail_clearly(assets, tmp_path):
