@@ -243,3 +243,15 @@ def test_frozen_batchnorm_becomes_trainable_batchnorm_with_same_output():
     replace_frozen_bn(model).eval()
     assert isinstance(model[1], torch.nn.BatchNorm2d) and model[1].weight.requires_grad
     torch.testing.assert_close(model(x), before)
+
+
+def test_torchvision_variants_name_their_coco_weights_enum():
+    # `weights: DEFAULT` resolves through this name (a positional slip once made it None).
+    import torchvision.models.detection as tvd
+
+    from compress.models.ssd import VARIANTS
+
+    for name in ("ssd300_vgg16", "ssdlite320_mobilenet_v3_large"):
+        enum = getattr(tvd, VARIANTS[name].coco_weights)
+        assert "COCO_V1" in enum.__members__ and VARIANTS[name].clip_boxes is True
+    assert VARIANTS["ssdlite_mobilenet_v2_tf"].clip_boxes is False

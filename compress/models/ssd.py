@@ -133,7 +133,7 @@ VARIANTS: dict[str, Variant] = {
         300,
         "softmax",
         0.45,
-        "SSD300_VGG16_Weights",
+        coco_weights="SSD300_VGG16_Weights",
     ),
     "ssdlite320_mobilenet_v3_large": Variant(
         _build_ssdlite320,
@@ -142,11 +142,17 @@ VARIANTS: dict[str, Variant] = {
         320,
         "softmax",
         0.55,
-        "SSDLite320_MobileNet_V3_Large_Weights",
+        coco_weights="SSDLite320_MobileNet_V3_Large_Weights",
     ),
     # TF1 OD API SSDLite-MobileNetV2: [-1, 1] input, sigmoid scores, NMS IoU 0.6 in its graph
     "ssdlite_mobilenet_v2_tf": Variant(
-        _build_tf_mobilenet_v2, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 300, "sigmoid", 0.6, None, False
+        _build_tf_mobilenet_v2,
+        (0.5, 0.5, 0.5),
+        (0.5, 0.5, 0.5),
+        300,
+        "sigmoid",
+        0.6,
+        clip_boxes=False,
     ),
 }
 
