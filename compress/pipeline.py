@@ -318,10 +318,11 @@ def _targets(fig: dict[str, Any]) -> dict[str, Any]:
             "value": round(r["flops_ratio"], 4),
             "met": r["flops_ratio"] <= 0.40,
         }
-        out["AP50_drop_at_most_0.01"] = {
-            "value": round(r["AP50_delta"], 4),
-            "met": r["AP50_delta"] >= -0.01,
-        }
+        if (fig.get("base") or {}).get("AP50", -1) >= 0:  # pycocotools says -1 with no people
+            out["AP50_drop_at_most_0.01"] = {
+                "value": round(r["AP50_delta"], 4),
+                "met": r["AP50_delta"] >= -0.01,
+            }
     if "latency_ratio_p50" in lat:
         out["ort_latency_at_most_0.45x"] = {
             "value": round(lat["latency_ratio_p50"], 4),
@@ -369,7 +370,7 @@ def summary_markdown(s: dict[str, Any]) -> str:
                 f"| {tag} ({c['threshold']['method']}) | {c['threshold']['value']:.4g} | {c['pruned']['flops'] / 1e9:.3f} "
                 f"| {c['pruned'].get('AP50', float('nan')):.4f} | {rec.get('AP50', float('nan')):.4f} |"
             )
-    if fig.get("prune"):
+    if (fig.get("prune") or {}).get("cycles"):  # slimming's cycles (a search has none)
         lines += [
             "",
             f"Prune cycles: {fig['prune']['cycles']}, stopped: {fig['prune']['stop_reason']}",
