@@ -51,10 +51,13 @@ assets: setup
 	$(PY) -m compress assets fetch --all
 	$(PY) -m compress assets list
 
+# Each job first fetches what its recipe reads and is not there yet (offline: one clear line).
 prune-yolo: setup
+	$(PY) -m compress assets fetch --quiet --recipe $(RECIPE) --profile $(PROFILE)
 	$(PY) -m compress pipeline --recipe $(RECIPE) --profile $(PROFILE) --out $(RUN)
 
 prune-ssd: setup
+	$(PY) -m compress assets fetch --quiet --recipe $(SSD_RECIPE) --profile $(PROFILE)
 	$(PY) -m compress pipeline --recipe $(SSD_RECIPE) --profile $(PROFILE) --out runs/$(basename $(notdir $(SSD_RECIPE)))
 
 export: setup

@@ -3,6 +3,7 @@
 python -m compress assets list
 python -m compress assets fetch yolov3.weights
 python -m compress assets fetch --all
+python -m compress assets fetch --recipe configs/yolov3-tiny-person.yaml   # what a recipe reads
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ def get_args_parser() -> argparse.ArgumentParser:
         "names", nargs="*", metavar="NAME", help=f"one or more of: {', '.join(KNOWN_ASSETS)}"
     )
     f.add_argument("--all", action="store_true", help="every known asset")
+    f.add_argument("--recipe", help="the assets this recipe reads (model files, dataset, images)")
+    f.add_argument("--profile", help="with --recipe: its profile")
     f.add_argument("--force", action="store_true", help="download again even when present")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -47,12 +50,33 @@ def list_assets(root) -> int:
     return 0
 
 
+def recipe_assets(path: str, profile: str | None = None) -> list[str]:
+    """Known assets a recipe reads: its model and data paths, plus the sample images the
+    export's parity check uses. Paths outside the assets root are the user's own."""
+    from compress.recipe import load_recipe
+
+    recipe = load_recipe(path, profile)
+    wanted = {
+        str(v)
+        for section in ("model", "data")
+        for v in (recipe.get(section) or {}).values()
+        if isinstance(v, str)
+    }
+    names = [a.name for a in KNOWN_ASSETS.values() if a.relpath in wanted]
+    if recipe.get("export"):
+        names += [a.name for a in KNOWN_ASSETS.values() if a.relpath.startswith("images/")]
+    return names
+
+
 def fetch_assets(args, root) -> int:
-    if bool(args.names) == bool(args.all):
-        print("assets fetch: name one or more assets, or pass --all", file=sys.stderr)
+    if sum(map(bool, (args.names, args.all, args.recipe))) != 1:
+        print("assets fetch: name one or more assets, or pass --all or --recipe", file=sys.stderr)
         return 2
+    names = list(KNOWN_ASSETS) if args.all else args.names
+    if args.recipe:
+        names = recipe_assets(args.recipe, args.profile)
     failed = 0
-    for name in list(KNOWN_ASSETS) if args.all else args.names:
+    for name in names:
         try:
             path = fetch(name, root, force=args.force, progress=not args.quiet)
         except AssetError as exc:

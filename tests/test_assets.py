@@ -169,3 +169,13 @@ def test_cli_lists_shared_assets_verified(assets, capsys):
     )
     out = capsys.readouterr().out
     assert "verified  yolov3-tiny.weights" in out and "present   coco128" in out
+
+
+def test_fetch_for_a_recipe_names_what_the_recipe_reads():
+    from compress.assets_cli import recipe_assets
+
+    names = set(recipe_assets("configs/yolov3-tiny-person.yaml", "quick"))
+    assert {"yolov3-tiny.cfg", "yolov3-tiny.weights", "coco.names", "coco128"} <= names
+    assert "yolov3.weights" not in names and "person.jpg" in names  # parity images
+    assert "yolov3.weights" in recipe_assets("configs/yolov3-person.yaml")
+    assert "pedestrian-ssdlite.pb" in recipe_assets("configs/ssdlite-pedestrian-tf.yaml")
