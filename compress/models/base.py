@@ -13,6 +13,7 @@ Conventions every detector follows:
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import torch
@@ -20,7 +21,7 @@ from torch import nn
 from torchvision.ops import batched_nms
 
 
-class Detector(nn.Module):
+class Detector(nn.Module, ABC):
     family: str = "detector"
     class_names: list[str]
     input_size: tuple[int, int]  # (H, W)
@@ -29,16 +30,24 @@ class Detector(nn.Module):
     default_score_threshold: float = 0.25
     default_nms_iou: float = 0.45
 
-    def forward(self, images: torch.Tensor) -> Any:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abstractmethod
+    def forward(self, images: torch.Tensor) -> Any:
+        """images -> raw head outputs."""
 
     def loss(
         self, raw: Any, targets: list[dict[str, torch.Tensor]]
-    ) -> tuple[torch.Tensor, dict[str, float]]:  # pragma: no cover
-        raise NotImplementedError
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Raw outputs + targets -> (total loss, its parts as floats for logging).
 
-    def decode(self, raw: Any) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover
-        raise NotImplementedError
+        Trainable detectors override this; an evaluation-only one (a peer wrapped for AP) may not.
+        """
+        raise TypeError(
+            f"{type(self).__name__} has no training loss: it can be evaluated, not trained"
+        )
+
+    @abstractmethod
+    def decode(self, raw: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw outputs -> (boxes [B,N,4] xyxy input pixels, scores [B,N,C])."""
 
     @torch.no_grad()
     def detect(

@@ -14,18 +14,19 @@ Registry: `IMPORTANCE[name](**options)`.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 from torch import nn
 
 
-class Importance:
+class Importance(ABC):
     global_scale = False
     needs_grad = False  # the caller runs loss.backward() on a few batches before scoring
 
-    def __call__(
-        self, conv: nn.Conv2d, bn: nn.BatchNorm2d | None
-    ) -> torch.Tensor:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def __call__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> torch.Tensor:
+        """One score per output channel of `conv` (higher = more important)."""
 
 
 class BNScale(Importance):
