@@ -53,19 +53,15 @@ def _need(module: str):
 
 
 def stage_base(run: Run, out: Path) -> dict[str, Any]:
-    from compress.data.build import build_datasets
+    from compress.data.build import datasets_for
     from compress.models.load import load_detector, save_detector
     from compress.prune.slimming import figures
 
     r = run.recipe
     run.base = load_detector(r["model"])
     run.base.eval()
-    run.train_ds, run.val_ds = build_datasets(
-        r["data"],
-        run.base.input_size,
-        run.base.resize_mode,
-        (r.get("train") or {}).get("augment"),
-        pad_value=run.base.pad_value,
+    run.train_ds, run.val_ds = datasets_for(
+        run.base, r["data"], (r.get("train") or {}).get("augment")
     )
     if len(run.val_ds) == 0:
         raise ValueError(

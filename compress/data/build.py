@@ -77,6 +77,16 @@ def build_datasets(
     return full.subset(train_idx, train_tf), full.subset(val_idx, val_tf)
 
 
+def datasets_for(
+    detector: Any, data_cfg: dict[str, Any], augment: dict[str, Any] | None = None
+) -> tuple[DetectionDataset, DetectionDataset]:
+    """(train_ds, val_ds) shaped the way `detector` sees images: its input size, resize mode and
+    pad value, so training and evaluation use the preprocessing the model is deployed with."""
+    return build_datasets(
+        data_cfg, tuple(detector.input_size), detector.resize_mode, augment, detector.pad_value
+    )
+
+
 def collate(
     batch: list[tuple[torch.Tensor, dict[str, Any]]],
 ) -> tuple[torch.Tensor, list[dict[str, Any]]]:

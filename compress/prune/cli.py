@@ -79,7 +79,7 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit("--target-flops is a fraction in (0, 1]")
     import torch
 
-    from compress.data.build import build_datasets
+    from compress.data.build import datasets_for
     from compress.models.load import load_detector, load_detector_dir
     from compress.prune.methods import run_prune
     from compress.recipe import load_recipe
@@ -88,12 +88,8 @@ def main(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     recipe = load_recipe(args.recipe, args.profile, overrides(args))
     detector = load_detector_dir(args.model) if args.model else load_detector(recipe["model"])
-    train_ds, val_ds = build_datasets(
-        recipe["data"],
-        detector.input_size,
-        detector.resize_mode,
-        (recipe.get("train") or {}).get("augment"),
-        pad_value=detector.pad_value,
+    train_ds, val_ds = datasets_for(
+        detector, recipe["data"], (recipe.get("train") or {}).get("augment")
     )
     _, report = run_prune(detector, train_ds, val_ds, recipe, Path(args.out))
     print(

@@ -74,7 +74,7 @@ def main(args: argparse.Namespace) -> int:
     _check(args)
     import torch
 
-    from compress.data.build import build_datasets
+    from compress.data.build import datasets_for
     from compress.models.load import load_detector, load_detector_dir
     from compress.prune.methods import run_prune
     from compress.recipe import load_recipe
@@ -84,12 +84,8 @@ def main(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.profile)
     recipe["prune"] = overrides(args, recipe.get("prune") or {})
     detector = load_detector_dir(args.model) if args.model else load_detector(recipe["model"])
-    train_ds, val_ds = build_datasets(
-        recipe["data"],
-        detector.input_size,
-        detector.resize_mode,
-        (recipe.get("train") or {}).get("augment"),
-        pad_value=detector.pad_value,
+    train_ds, val_ds = datasets_for(
+        detector, recipe["data"], (recipe.get("train") or {}).get("augment")
     )
     _, report = run_prune(detector, train_ds, val_ds, recipe, Path(args.out))
     keys = ("baseline", "searched", "final", "flops_ratio", "params_ratio", "model")

@@ -44,7 +44,7 @@ def train_settings(recipe: dict[str, Any], args: argparse.Namespace) -> dict[str
 
 def load_inputs(recipe: dict[str, Any], model_dir: str | None, train_cfg: dict[str, Any]):
     """(detector, train_ds, val_ds) from the recipe; data follow the model's preprocessing."""
-    from compress.data.build import build_datasets
+    from compress.data.build import datasets_for
     from compress.models.load import load_detector, load_detector_dir
 
     if "data" not in recipe:
@@ -55,13 +55,7 @@ def load_inputs(recipe: dict[str, Any], model_dir: str | None, train_cfg: dict[s
         detector = load_detector(recipe["model"])
     else:
         raise ValueError(f"{recipe['_source']['path']}: no `model:` section and no --model folder")
-    train_ds, val_ds = build_datasets(
-        recipe["data"],
-        tuple(detector.input_size),
-        detector.resize_mode,
-        augment=train_cfg.get("augment"),
-        pad_value=detector.pad_value,
-    )
+    train_ds, val_ds = datasets_for(detector, recipe["data"], train_cfg.get("augment"))
     return detector, train_ds, val_ds
 
 
