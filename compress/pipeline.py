@@ -41,6 +41,10 @@ class Run:
         self.base = self.pruned = self.train_ds = self.val_ds = None
         self.figures: dict[str, Any] = {}
         self.paths: dict[str, str] = {}
+        # A run folder that already holds a pruned model lets the later stages re-run alone
+        # (`--stages base,evaluate,compare`); a prune stage in this run replaces it.
+        if (out / "prune" / "model" / "model.json").is_file():
+            self.paths["pruned_model"] = str(out / "prune" / "model")
 
 
 def _need(module: str):
@@ -187,8 +191,7 @@ def stage_compare(run: Run, out: Path) -> dict[str, Any]:
     """The recovery methods side by side on the pruned model, same images seen by each.
 
     Runs when the recipe has `recover.compare` ({methods, budget_images}); the teacher for
-    distillation is the unpruned person model. A run folder from an earlier `make prune-yolo`
-    can be compared afterwards with `--stages base,compare` (its prune/model is reused).
+    distillation is the unpruned person model.
     """
     spec = (run.recipe.get("recover") or {}).get("compare")
     if not spec:
@@ -196,8 +199,8 @@ def stage_compare(run: Run, out: Path) -> dict[str, Any]:
     from compress.models.load import load_detector_dir
     from compress.recover.compare import compare_methods
 
-    folder = run.paths.get("pruned_model") or str(run.out / "prune" / "model")
-    if not (Path(folder) / "model.json").exists():
+    folder = run.paths.get("pruned_model")
+    if not folder:
         raise Skip("no pruned model to recover")
     cfg = {k: v for k, v in (run.recipe.get("recover") or {}).items() if k != "compare"}
     cfg["train"] = dict(run.recipe.get("train") or {})
@@ -218,6 +221,33 @@ def stage_compare(run: Run, out: Path) -> dict[str, Any]:
     }
     report.pop("methods", None)  # per-method curves stay in their own folders' reports
     return {"model_dir": folder, **report}
+
+
+def stage_versus(run: Run, out: Path) -> dict[str, Any]:
+    """Another prune method (the `versus:` section, e.g. ACP's particle swarm) from the same
+    unpruned model to the FLOPs the main method reached, with the same recovery: the two side
+    by side on the same held-out images."""
+    spec = run.recipe.get("versus")
+    if not spec:
+        raise Skip("recipe has no versus section")
+    if "pruned" not in run.figures:
+        raise Skip("no evaluated pruned model to match")
+    import copy
+
+    from compress.prune.methods import make_evaluator, run_prune
+    from compress.prune.slimming import figures
+
+    ratio = run.figures["pruned"]["flops"] / run.figures["base"]["flops"]
+    prune_cfg = copy.deepcopy(spec)
+    prune_cfg.setdefault("fitness", {})["target"] = round(ratio, 4)
+    recipe = {**run.recipe, "prune": prune_cfg, "_baseline": run.figures.get("base")}
+    model, report = run_prune(copy.deepcopy(run.base), run.train_ds, run.val_ds, recipe, out)
+    main = run.recipe["prune"].get("method", "slimming")
+    run.figures["versus"] = {
+        main: run.figures["pruned"],
+        prune_cfg["method"]: figures(model, make_evaluator(run.val_ds, run.recipe)(model)),
+    }
+    return {"flops_target": ratio, "side_by_side": run.figures["versus"], **report}
 
 
 def _latency_summary(result: dict[str, Any]) -> dict[str, Any]:
@@ -243,6 +273,7 @@ STAGES: dict[str, Callable[[Run, Path], dict[str, Any]]] = {
     "export": stage_export,
     "bench": stage_bench,
     "compare": stage_compare,
+    "versus": stage_versus,
 }
 REQUIRED = {"base", "prune"}  # later stages cannot run without these
 
@@ -381,6 +412,19 @@ def summary_markdown(s: dict[str, Any]) -> str:
                 for k, v in lat.items()
                 if isinstance(v, dict) and "p50_ms" in v
             ),
+        ]
+    vs = fig.get("versus")
+    if vs:
+        lines += [
+            "",
+            "Prune methods from the same model to the same FLOPs, same recovery:",
+            "",
+            "| method | GFLOPs | AP50 | AP50:95 |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {m} | {f['flops'] / 1e9:.3f} | {_num(f.get('AP50'))} | {_num(f.get('AP50_95'))} |"
+            for m, f in vs.items()
         ]
     rc = fig.get("recovery_comparison")
     if rc:

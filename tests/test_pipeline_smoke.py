@@ -28,7 +28,7 @@ def test_tiny_person_smoke_pipeline(assets, tmp_path):
     )
     summary = read_json(out / "summary.json")
     stages = summary["stages"]
-    assert list(stages) == ["base", "prune", "evaluate", "export", "bench", "compare"]
+    assert list(stages) == ["base", "prune", "evaluate", "export", "bench", "compare", "versus"]
     failed = {k: v["error"] for k, v in stages.items() if v["status"] == "failed"}
     assert rc == 0 and not failed, failed
     for name in ("base", "prune", "evaluate"):
@@ -77,6 +77,10 @@ def test_tiny_person_smoke_pipeline(assets, tmp_path):
     assert (
         "Recovery methods on the pruned model" in md and (out / "compare" / "compare.png").is_file()
     )
+    # ACP's swarm side by side with slimming, from the same model toward the same FLOPs.
+    vs = summary["figures"]["versus"]
+    assert set(vs) == {"slimming", "acp"} and vs["acp"]["flops"] < fig["base"]["flops"]
+    assert "Prune methods from the same model to the same FLOPs" in md
     # A partial re-run updates the summary: the stages it did not run keep their results.
     assert (
         main(
