@@ -157,18 +157,9 @@ def predict(
     pad value, so a model is always scored on the preprocessing it will be deployed with.
     `device=None` runs where the model already is; a model moved for the evaluation is moved
     back, and its train/eval mode restored, so a trainer can call this mid-training."""
-    from compress.data.build import collate
-    from compress.data.dataset import DetectionDataset
-    from compress.data.transforms import build_transform
+    from compress.data.build import collate, eval_view
 
-    if isinstance(dataset, DetectionDataset):
-        tf = build_transform(
-            tuple(detector.input_size),
-            detector.resize_mode,
-            train=False,
-            pad_value=detector.pad_value,
-        )
-        dataset = dataset.with_transform(tf)
+    dataset = eval_view(dataset, detector)
     label_map = class_label_map(detector.class_names, dataset.classes)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=workers

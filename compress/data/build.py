@@ -87,6 +87,21 @@ def datasets_for(
     )
 
 
+def eval_view(dataset: Any, detector: Any) -> Any:
+    """`dataset` with `detector`'s deterministic eval transform (its input size, resize mode
+    and pad value, no augmentation); anything but a DetectionDataset is returned as it is."""
+    if not isinstance(dataset, DetectionDataset):
+        return dataset
+    return dataset.with_transform(
+        build_transform(
+            tuple(detector.input_size),
+            detector.resize_mode,
+            train=False,
+            pad_value=detector.pad_value,
+        )
+    )
+
+
 def collate(
     batch: list[tuple[torch.Tensor, dict[str, Any]]],
 ) -> tuple[torch.Tensor, list[dict[str, Any]]]:

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from compress.data.build import eval_view
 from compress.io import read_json, write_json
 from compress.prune.acp import fitness as fit
 from compress.prune.acp.cluster import (
@@ -121,22 +122,6 @@ def key_of(widths: Sequence[int]) -> str:
 
 
 # --------------------------------------------------------------------------- data
-
-
-def eval_view(dataset: Any, detector: nn.Module) -> Any:
-    """The dataset with the detector's deterministic eval transform (no augmentation)."""
-    from compress.data.dataset import DetectionDataset
-    from compress.data.transforms import build_transform
-
-    if isinstance(dataset, DetectionDataset):
-        tf = build_transform(
-            tuple(detector.input_size),
-            detector.resize_mode,
-            train=False,
-            pad_value=detector.pad_value,
-        )
-        return dataset.with_transform(tf)
-    return dataset
 
 
 def first_images(dataset: Any, n: int) -> Any:
