@@ -28,7 +28,6 @@ def _keep_indices(class_names: Sequence[str], keep: Sequence[str]) -> list[int]:
 
 
 def _specialize_yolo(detector: Detector, keep: Sequence[str]) -> Detector:
-    from compress.models.yolo import YOLO
 
     idx = _keep_indices(detector.class_names, keep)
     detector.sync_blocks()
@@ -55,18 +54,8 @@ def _specialize_yolo(detector: Detector, keep: Sequence[str]) -> Detector:
                 state[key] = state[key].index_select(0, rows).clone()
         blocks[i - 1]["filters"] = len(rows)
         blocks[i]["classes"] = len(idx)
-    new = YOLO.from_blocks(detector.net, blocks, detector.input_size, list(keep))
+    new = detector.rebuilt(blocks, class_names=keep)
     new.load_state_dict(state)
-    for attr in (
-        "resize_mode",
-        "pad_value",
-        "default_score_threshold",
-        "default_nms_iou",
-        "weights_header",
-        "loss_cfg",
-    ):
-        if attr in vars(detector) or hasattr(type(detector), attr):
-            setattr(new, attr, getattr(detector, attr))
     return new.train(detector.training)
 
 

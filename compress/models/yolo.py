@@ -12,6 +12,7 @@ export (opset 13, legacy exporter) sees only static shapes.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -427,6 +428,30 @@ class YOLO(Detector):
         class_names: Sequence[str],
     ) -> YOLO:
         return cls(net, blocks, input_size, class_names)
+
+    # Settings that are not in the cfg text, so every rebuild must carry them over.
+    CARRIED_SETTINGS = (
+        "resize_mode",
+        "pad_value",
+        "default_score_threshold",
+        "default_nms_iou",
+        "weights_header",
+        "loss_cfg",
+    )
+
+    def rebuilt(
+        self,
+        blocks: list[dict[str, Any]],
+        class_names: Sequence[str] | None = None,
+        net: dict[str, Any] | None = None,
+    ) -> YOLO:
+        """A new YOLO (fresh weights) from edited layer blocks, at this model's input size and
+        with its settings (resize, pad, thresholds, weights header, loss settings)."""
+        names = list(self.class_names if class_names is None else class_names)
+        new = type(self).from_blocks(net or self.net, blocks, self.input_size, names)
+        for attr in self.CARRIED_SETTINGS:
+            setattr(new, attr, copy.deepcopy(getattr(self, attr)))
+        return new
 
     def set_input_size(self, input_size: int | Sequence[int]) -> None:
         """Re-grid the heads for another input size (the weights do not change)."""

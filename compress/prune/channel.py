@@ -18,7 +18,6 @@ consumers (and not at all when beta is 0).
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -188,23 +187,9 @@ def pruned_blocks(blocks: list[dict[str, Any]], keep: dict[int, list[int]]) -> l
 
 
 def rebuild(model: nn.Module, blocks: list[dict[str, Any]]) -> nn.Module:
-    """A fresh detector of the same class from edited layer blocks, carrying its settings over."""
+    """A fresh detector of the same class from edited blocks, carrying its settings over."""
     net, layers = split_layers(blocks)
-    new = type(model).from_blocks(
-        net or model.net, layers, model.input_size, list(model.class_names)
-    )
-    for attr in (
-        "resize_mode",
-        "pad_value",
-        "default_score_threshold",
-        "default_nms_iou",
-        "weights_header",
-    ):
-        if hasattr(model, attr):
-            setattr(new, attr, getattr(model, attr))
-    if hasattr(model, "loss_cfg"):
-        new.loss_cfg = copy.deepcopy(model.loss_cfg)
-    return new
+    return model.rebuilt(layers, net=net)
 
 
 @torch.no_grad()
