@@ -58,6 +58,10 @@ def test_tiny_person_smoke_pipeline(assets, tmp_path):
     for step in ("sparse", "pruned", "recovered"):
         assert {"AP50", "AP50_95", "flops", "params"} <= set(cycle[step])
     assert len(cycle["gamma_log"]) == 2  # before sparsity + 1 epoch
+    # the cut convs were refitted by least squares, and the AP before the refit is on record
+    refit = cycle["prune"]["reconstruct"]
+    assert refit["images"] > 0 and "AP50" in refit["before_refit"]
+    assert all(v["error_after"] <= v["error_before"] for v in refit["layers"].values())
     assert set(report["plots"]) >= {
         "gamma_hist_cycle1.png",
         "channels_cycle1.png",
@@ -69,6 +73,7 @@ def test_tiny_person_smoke_pipeline(assets, tmp_path):
     assert base["data"]["val_images"] > 0 and base["inputs"]["weights"]["sha256"]
     md = (out / "summary.md").read_text()
     assert "| prune | done |" in md and "pruned" in md
+    assert "AP50 after each step" in md
     json.dumps(summary)
     # The recovery methods side by side on the pruned model, same images seen by each.
     table = {r["method"]: r for r in read_json(out / "compare" / "report.json")["table"]}
@@ -128,3 +133,24 @@ def test_pipeline_rejects_unknown_stage():
                 ["--recipe", "configs/yolov3-tiny-person.yaml", "--stages", "base,nope"]
             )
         )
+
+
+def test_targets_come_from_the_recipe():
+    """An SSD recipe states issue 5's targets (0.5x FLOPs, no latency target); a recipe
+    without a `targets:` section is judged by the YOLOv3-tiny ones; a typo is refused."""
+    from compress.pipeline import _targets
+
+    fig = {
+        "base": {"AP50": 0.4},
+        "ratios": {"flops_ratio": 0.45, "AP50_delta": -0.005},
+        "latency": {"latency_ratio_p50": 0.6},
+    }
+    ssd = _targets(fig, {"flops_ratio": 0.5, "latency_ratio": None})
+    assert ssd == {
+        "flops_at_most_0.50x": {"value": 0.45, "met": True},
+        "AP50_drop_at_most_0.01": {"value": -0.005, "met": True},
+    }
+    assert _targets(fig)["flops_at_most_0.40x"]["met"] is False
+    assert _targets(fig)["ort_latency_at_most_0.45x"]["met"] is False
+    with pytest.raises(ValueError, match="flops_ration"):
+        _targets(fig, {"flops_ration": 0.5})

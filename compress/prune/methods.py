@@ -101,6 +101,49 @@ def make_recoverer(train_ds, val_ds, recipe: dict[str, Any]):
     return recover
 
 
+def make_refitter(train_ds, settings: dict[str, Any] | bool | None, evaluate=None):
+    """`reconstruct.reconstruct` on the first `images` training images (no augmentation: the
+    unpruned model's outputs are the targets, so both must see the same pixels), or None
+    when `prune.reconstruct` is false. With `evaluate`, the report also holds the held-out
+    AP of the pruned model before the refit, so the refit's effect is on record."""
+    if not settings:
+        return None
+    known = {"images", "positions", "ridge", "batch_size"}
+    opts = dict(settings) if isinstance(settings, dict) else {}
+    unknown = sorted(set(opts) - known)
+    if unknown:
+        raise ValueError(
+            f"prune.reconstruct: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    from compress.data.build import collate, eval_view
+    from compress.prune.reconstruct import reconstruct
+
+    count, batch = int(opts.get("images", 64)), int(opts.get("batch_size", 8))
+
+    def refit(original: nn.Module, pruned: nn.Module, plan) -> dict[str, Any]:
+        view = eval_view(train_ds, original)
+        n = min(count, len(view))
+        batches = [
+            collate([view[j] for j in range(s, min(s + batch, n))])[0] for s in range(0, n, batch)
+        ]
+        device = next(pruned.parameters()).device
+        before = evaluate(pruned) if evaluate is not None else None
+        layers = reconstruct(
+            original,
+            pruned,
+            plan,
+            [b.to(device) for b in batches],
+            positions=int(opts.get("positions", 256)),
+            ridge=float(opts.get("ridge", 1e-2)),
+        )
+        out: dict[str, Any] = {"images": n, "layers": layers}
+        if before is not None:
+            out["before_refit"] = {k: before[k] for k in ("AP50", "AP50_95") if k in before}
+        return out
+
+    return refit
+
+
 def make_grad_accumulator(train_ds, recipe: dict[str, Any], batches: int = 4):
     """Gradients of the loss over a few training batches (for Taylor-type criteria)."""
     from torch.utils.data import DataLoader
@@ -154,6 +197,7 @@ def slimming(
         make_recoverer(train_ds, val_ds, recipe),
         baseline,
         make_grad_accumulator(train_ds, recipe),
+        make_refitter(train_ds, cfg["reconstruct"], evaluate),
     )
     report = {
         "method": "slimming",

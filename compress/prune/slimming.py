@@ -8,8 +8,16 @@ Settings (recipe sections; defaults in `PRUNE_DEFAULTS` / `SPARSITY_DEFAULTS`):
     prune:    {method: slimming, importance: bn_scale, threshold: gmm, layer_threshold: otsu,
                layer_count: null, layers: true, round_to: 8, min_channels: 8,
                min_fraction: 0.05, max_fraction: 0.7, cycles: 3, target_flops: 0.4,
-               max_ap_drop: 0.01, compare_baseline: true}
+               max_ap_drop: 0.01, compare_baseline: true,
+               reconstruct: {images: 64, positions: 256, ridge: 0.01}}
     recover:  {method: finetune, epochs: 5, ...}
+
+`reconstruct` refits the convs that lost inputs by least squares on that many unlabelled
+training images (`prune.reconstruct`; `false` turns it off), right after the surgery and
+before recovery, for the adaptive and the fixed-percentile model alike.
+If recovery lowers the held-out AP50 of a cycle's pruned model, the pre-recovery weights are
+kept (recorded as `recover_kept`): with a few hundred labelled images fine-tuning can undo
+more than it restores.
 
 `max_fraction` caps what one cycle may remove (of the prunable channels): an estimator run on
 a distribution that sparsity has not yet split would otherwise cut half the network at once.
@@ -66,11 +74,14 @@ PRUNE_DEFAULTS: dict[str, Any] = {
     "target_flops": 0.4,  # stop when FLOPs <= this fraction of the unpruned model's
     "max_ap_drop": 0.01,  # AP50 points below the unpruned model that a cycle may not cross
     "compare_baseline": True,  # also prune with a fixed percentile at equal FLOPs (cycle 1)
+    "reconstruct": {"images": 64, "positions": 256, "ridge": 0.01},  # false: off
 }
 
 Evaluator = Callable[[nn.Module], dict[str, Any]]
 Recoverer = Callable[[nn.Module, Path, nn.Module | None], tuple[nn.Module, dict[str, Any]]]
 Trainer = Callable[[nn.Module, Path, list[Any], int], dict[str, Any]]
+# (unpruned, pruned, plan) -> report: refits `pruned` in place (reconstruct.reconstruct on data)
+Refitter = Callable[[nn.Module, nn.Module, Plan], dict[str, Any]]
 
 
 def settings(section: dict[str, Any] | None, defaults: dict[str, Any], name: str) -> dict[str, Any]:
@@ -112,10 +123,14 @@ def channel_threshold(values: np.ndarray, cfg: dict[str, Any]) -> Threshold:
 
 
 def prune_once(
-    model: nn.Module, cfg: dict[str, Any], threshold: Threshold | None = None
+    model: nn.Module,
+    cfg: dict[str, Any],
+    threshold: Threshold | None = None,
+    refit: Refitter | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """One layer + channel pruning of `model` (not modified). With `threshold` given, channels
-    use it instead of estimating one (how the fixed baseline is applied)."""
+    use it instead of estimating one (how the fixed baseline is applied); with `refit`, the
+    pruned convs are refitted to the unpruned ones' outputs."""
     report: dict[str, Any] = {}
     work = model
     if cfg["layers"] and threshold is None:
@@ -136,6 +151,8 @@ def prune_once(
         float(cfg["min_fraction"]),
     )
     pruned = compact(work, plan)
+    if refit is not None:
+        report["reconstruct"] = refit(work, pruned, plan)
     report.update(
         {
             "threshold": thr.as_dict(),
@@ -154,7 +171,11 @@ def _hist(values: np.ndarray, bins: int = 60) -> dict[str, Any]:
 
 
 def uniform_at_flops(
-    model: nn.Module, cfg: dict[str, Any], flops_goal: float, steps: int = 12
+    model: nn.Module,
+    cfg: dict[str, Any],
+    flops_goal: float,
+    steps: int = 12,
+    refit: Refitter | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The fixed-percentile baseline at (about) `flops_goal` FLOPs: every layer drops the same
     fraction of its lowest-scored channels, the fraction found by bisection on FLOPs.
@@ -183,6 +204,8 @@ def uniform_at_flops(
         "channels": plan.summary(),
         "per_layer": layer_widths(plan),
     }
+    if refit is not None:
+        report["reconstruct"] = refit(model, pruned, plan)
     return pruned, report
 
 
@@ -196,6 +219,7 @@ def run_cycles(
     recover: Recoverer,
     baseline: dict[str, Any],
     accumulate_grads: Callable[[nn.Module], None] | None = None,
+    refit: Refitter | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The cycle loop (see module docstring). `baseline` holds the unpruned model's figures
     (AP50, flops). Returns the final model and the report (one entry per cycle)."""
@@ -228,7 +252,7 @@ def run_cycles(
                     f"importance {cfg['importance']!r} needs gradients and no data was given to compute them"
                 )
             accumulate_grads(work)
-        pruned, rec["prune"] = prune_once(work, cfg)
+        pruned, rec["prune"] = prune_once(work, cfg, refit=refit)
         removed = rec["prune"]["channels"]["channels_removed"] + len(
             rec["prune"].get("layers", {}).get("removed_shortcuts", [])
         )
@@ -240,20 +264,25 @@ def run_cycles(
         rec["pruned"] = figures(pruned, evaluate(pruned))
         # 3. the fixed-percentile baseline at equal FLOPs, same recovery (first cycle only)
         if k == 1 and cfg["compare_baseline"]:
-            fixed, fixed_rep = uniform_at_flops(work, cfg, rec["pruned"]["flops"])
+            fixed, fixed_rep = uniform_at_flops(work, cfg, rec["pruned"]["flops"], refit=refit)
             fixed_pruned = figures(fixed, evaluate(fixed))
-            fixed, _ = recover(fixed, cdir / "baseline_recover", work)
+            fixed, _, fixed_recovered, _ = recover_or_keep(
+                fixed, fixed_pruned, recover, evaluate, cdir / "baseline_recover", work
+            )
             comparison = {
                 "adaptive": {"threshold": rec["prune"]["threshold"], "pruned": rec["pruned"]},
                 "percentile": {
                     "threshold": fixed_rep["threshold"],
                     "pruned": fixed_pruned,
-                    "recovered": figures(fixed, evaluate(fixed)),
+                    "recovered": fixed_recovered,
                 },
             }
         # 4. recover, evaluate
-        pruned, rec["recover"] = recover(pruned, cdir / "recover", work)
-        rec["recovered"] = figures(pruned, evaluate(pruned))
+        pruned, rec["recover"], rec["recovered"], kept = recover_or_keep(
+            pruned, rec["pruned"], recover, evaluate, cdir / "recover", work
+        )
+        if kept:
+            rec["recover_kept"] = kept
         rec["model"] = str(save_model(pruned, cdir / "model"))
         if comparison is not None and "recovered" not in comparison["adaptive"]:
             comparison["adaptive"]["recovered"] = rec["recovered"]
@@ -277,6 +306,30 @@ def run_cycles(
         "threshold_comparison": comparison,
         "final_gammas": _final_gammas(current),
     }
+
+
+def recover_or_keep(
+    pruned: nn.Module,
+    before: dict[str, Any],
+    recover: Recoverer,
+    evaluate: Evaluator,
+    out_dir: Path,
+    teacher: nn.Module,
+) -> tuple[nn.Module, dict[str, Any], dict[str, Any], str | None]:
+    """Recover `pruned` (figures `before`); when that lowers held-out AP50, keep the weights it
+    started from. Returns (model, recovery report, figures, why the start was kept or None)."""
+    start = clone(pruned)
+    model, report = recover(pruned, out_dir, teacher)
+    after = figures(model, evaluate(model))
+    if after.get("AP50", 0.0) >= before.get("AP50", 0.0):
+        return model, report, after, None
+    why = (
+        f"recovery lowered AP50 from {before.get('AP50', 0.0):.4f} to "
+        f"{after.get('AP50', 0.0):.4f}: kept the pre-recovery weights"
+    )
+    log.info("%s", why)
+    report["after"] = after
+    return start, report, dict(before), why
 
 
 def _final_gammas(model: nn.Module) -> dict[str, Any]:

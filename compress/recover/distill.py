@@ -231,11 +231,18 @@ def distill(
             list(detector.class_names),
         )
     train_cfg = recovery_train_cfg(cfg, **budget_epochs(cfg, len(data)))
+    # The teacher is frozen for the run only: the caller's model (the pipeline's unpruned
+    # base, which later stages trace and prune) gets its requires_grad flags back.
+    flags = [p.requires_grad for p in teacher.parameters()]
     model = DistillationModel(detector, teacher.eval(), opts)
-    history = train(model, data, val_ds, train_cfg, out_dir)
-    kept_best = load_best(model, out_dir)
-    for h in model._hooks:
-        h.remove()
+    try:
+        history = train(model, data, val_ds, train_cfg, out_dir)
+        kept_best = load_best(model, out_dir)
+    finally:
+        for h in model._hooks:
+            h.remove()
+        for p, flag in zip(teacher.parameters(), flags):
+            p.requires_grad_(flag)
     student = model.student.cpu().eval()
     curve = curve_from_history(history)
     return student, {

@@ -17,6 +17,8 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from compress.prune.reconstruct import Target
+
 
 def _ssd_setup(detector: nn.Module) -> dict[str, Any]:
     kw = detector.pruning_kwargs()
@@ -58,6 +60,10 @@ def build_graph(detector: nn.Module) -> tuple[tp.DependencyGraph, dict[str, Any]
     param = next(detector.parameters())
     was_training = detector.training
     detector.eval()
+    # Torch-Pruning traces the autograd graph: a frozen model (a distillation teacher) would
+    # show no groups at all, so parameters require grad while it traces.
+    flags = [p.requires_grad for p in detector.parameters()]
+    detector.requires_grad_(True)
     try:
         graph = tp.DependencyGraph().build_dependency(
             detector,
@@ -66,6 +72,8 @@ def build_graph(detector: nn.Module) -> tuple[tp.DependencyGraph, dict[str, Any]
         )
     finally:
         detector.train(was_training)
+        for p, flag in zip(detector.parameters(), flags):
+            p.requires_grad_(flag)
     return graph, opts
 
 
@@ -96,20 +104,67 @@ def channel_scores(detector: nn.Module, graph: tp.DependencyGraph, unit: Unit) -
     return scores.detach().float().cpu()
 
 
-def prune_to(detector: nn.Module, keep: dict[str, list[int]]) -> nn.Module:
+def prune_to(
+    detector: nn.Module,
+    keep: dict[str, list[int]],
+    removed: dict[str, list[int]] | None = None,
+) -> nn.Module:
     """Prune `detector` in place so that unit `name` keeps the root channels `keep[name]`
-    (indices in the unpruned numbering; groups are disjoint, so order does not matter)."""
+    (indices in the unpruned numbering; groups are disjoint, so order does not matter).
+    `removed`, when given, receives every conv's removed output channels by module name
+    (the group's root and the convs coupled to it), which a reconstruction needs."""
     graph, _ = build_graph(detector)
+    names = {m: n for n, m in detector.named_modules()}
     for name, idxs in keep.items():
         conv = detector.get_submodule(name)
         drop = sorted(set(range(conv.out_channels)) - set(int(i) for i in idxs))
         if not drop:
             continue
         group = graph.get_pruning_group(conv, tp.prune_conv_out_channels, drop)
+        if removed is not None:
+            for item in group.items:
+                module = item.dep.target.module
+                if (
+                    isinstance(module, nn.Conv2d)
+                    and item.dep.handler.__name__ == "prune_out_channels"
+                ):
+                    removed[names[module]] = sorted(int(i) for i in item.idxs)
         group.prune()
     if hasattr(detector, "sync_blocks"):  # YOLO: the cfg must say the new filter counts
         detector.sync_blocks()
     return detector
+
+
+def refit_targets(
+    original: nn.Module, pruned: nn.Module, removed: dict[str, list[int]]
+) -> list[Target]:
+    """The convs of `pruned` (a `prune_to` copy of `original`) whose inputs were cut, in module
+    order, each with its kept output channels and the BN right after it (from the graph)."""
+    graph, _ = build_graph(original)
+    names = {m: n for n, m in original.named_modules()}
+    out = []
+    for name, conv in original.named_modules():
+        if not isinstance(conv, nn.Conv2d) or conv.groups != 1:
+            continue
+        new = pruned.get_submodule(name)
+        if new.in_channels == conv.in_channels:
+            continue
+        after = (
+            [n.module for n in graph.module2node[conv].outputs] if conv in graph.module2node else []
+        )
+        bn = after[0] if len(after) == 1 and isinstance(after[0], nn.BatchNorm2d) else None
+        gone = set(removed.get(name, []))
+        out.append(
+            Target(
+                name,
+                conv,
+                new,
+                [i for i in range(conv.out_channels) if i not in gone],
+                bn,
+                pruned.get_submodule(names[bn]) if bn is not None else None,
+            )
+        )
+    return out
 
 
 def widths_of(detector: nn.Module, units: list[Unit]) -> list[int]:

@@ -34,15 +34,17 @@ def inherit(
     widths: Sequence[int],
     scores: dict[str, torch.Tensor],
     clusters: dict[str, Clusters] | None = None,
+    removed: dict[str, list[int]] | None = None,
 ) -> nn.Module:
-    """A pruned deep copy of `detector` with unit i cut to widths[i] channels."""
+    """A pruned deep copy of `detector` with unit i cut to widths[i] channels (`removed`: see
+    `groups.prune_to`)."""
     model = copy.deepcopy(detector)
     keep = {
         u.name: keep_indices(int(w), scores[u.name], (clusters or {}).get(u.name))
         for u, w in zip(units, widths)
         if int(w) < u.width
     }
-    return prune_to(model, keep)
+    return prune_to(model, keep, removed)
 
 
 def batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:

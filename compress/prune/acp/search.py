@@ -41,9 +41,16 @@ from compress.prune.acp.cluster import (
     channel_responses,
     cluster_channels,
 )
-from compress.prune.acp.groups import Unit, build_graph, channel_scores, find_units
+from compress.prune.acp.groups import (
+    Unit,
+    build_graph,
+    channel_scores,
+    find_units,
+    refit_targets,
+)
 from compress.prune.acp.inherit import batchnorms, inherit, recalibrate_bn, train_steps
 from compress.prune.acp.pso import PSO_DEFAULTS, Swarm
+from compress.prune.reconstruct import refit_convs
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +65,10 @@ ACP_DEFAULTS: dict[str, Any] = {
     "cluster": CLUSTER_DEFAULTS,
     "pso": PSO_DEFAULTS,
     "fitness": fit.FITNESS_DEFAULTS,
+    # The chosen structure only (candidates are judged on inherit + BN recalibration, which is
+    # seconds, not a minute): least-squares refit of the cut convs on that many training
+    # images (reconstruct.py); `reconstruct: false` or images: 0 turns it off.
+    "reconstruct": {"images": 64, "positions": 256, "ridge": 1.0e-2, "batch_size": 8},
 }
 STATE_FILE = "acp_state.json"
 INHERIT = ("cluster", "l1")
@@ -69,7 +80,9 @@ def resolve_settings(section: dict[str, Any] | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     unknown = sorted(set(section) - set(ACP_DEFAULTS))
     for key, default in ACP_DEFAULTS.items():
-        if isinstance(default, dict):
+        if key == "reconstruct" and section.get(key) is False:
+            out[key] = {**default, "images": 0}
+        elif isinstance(default, dict):
             sub = dict(section.get(key) or {})
             unknown += [f"{key}.{k}" for k in sorted(set(sub) - set(default))]
             out[key] = {**default, **sub}
@@ -251,6 +264,27 @@ class Search:
             )
         return model.eval()
 
+    def build_final(self, widths: Sequence[int], train_ds: Any) -> tuple[nn.Module, dict[str, Any]]:
+        """The chosen structure: inherited weights refitted by least squares to the unpruned
+        model's outputs (when `reconstruct.images` > 0), else `build`."""
+        r = self.cfg["reconstruct"]
+        if int(r["images"]) <= 0:
+            return self.build(widths), {"reconstruct": "off"}
+        clusters = self.prep.clusters if self.cfg["inherit"] == "cluster" else None
+        removed: dict[str, list[int]] = {}
+        model = inherit(self.detector, self.prep.units, widths, self.prep.scores, clusters, removed)
+        view = first_images(eval_view(train_ds, self.detector), int(r["images"]))
+        images = [x for x, _ in batches(view, int(r["batch_size"]))]
+        layers = refit_convs(
+            self.detector,
+            model,
+            refit_targets(self.detector, model, removed),
+            images,
+            int(r["positions"]),
+            float(r["ridge"]),
+        )
+        return model.eval(), {"reconstruct": {"images": len(view), "layers": layers}}
+
     def evaluate(self, widths: Sequence[int]) -> dict[str, Any]:
         key = key_of(widths)
         if key in self.cache:
@@ -301,7 +335,9 @@ class Search:
     def fingerprint(self) -> str:
         what = {
             "settings": {
-                k: v for k, v in self.cfg.items() if k not in ("resume", "progress", "recover")
+                k: v
+                for k, v in self.cfg.items()
+                if k not in ("resume", "progress", "recover", "reconstruct")
             },
             "units": [[u.name, u.width] for u in self.prep.units],
         }
@@ -427,7 +463,7 @@ def search(
     s = Search(detector, prep, cfg, out_dir)
     result = s.run(stop_after)
     best = result["best"]["widths"]
-    model = s.build(best)
+    model, refit = s.build_final(best, train_ds)
     units = [
         {
             "layer": u.name,
@@ -444,6 +480,7 @@ def search(
         if batchnorms(detector)
         else "skipped: the model has no BatchNorm",
         **result,
+        **refit,
         "per_layer": units,
     }
     return model, report
@@ -455,7 +492,7 @@ def acp(
     """PRUNE_METHODS["acp"]: search, then recover with the recipe's `recover:` section."""
     from compress.prune.acp.plots import plot_search
     from compress.prune.methods import make_evaluator, make_recoverer
-    from compress.prune.slimming import figures
+    from compress.prune.slimming import figures, recover_or_keep
 
     cfg = resolve_settings(recipe.get("prune"))
     out_dir = Path(out_dir)
@@ -467,10 +504,16 @@ def acp(
     searched = figures(model, evaluate(model))
     final, recovery = searched, None
     if cfg["recover"]:
-        model, recovery = make_recoverer(train_ds, val_ds, recipe)(
-            model, out_dir / "recover", detector
+        model, recovery, final, kept = recover_or_keep(
+            model,
+            searched,
+            make_recoverer(train_ds, val_ds, recipe),
+            evaluate,
+            out_dir / "recover",
+            detector,
         )
-        final = figures(model, evaluate(model))
+        if kept:
+            recovery["kept"] = kept
     report = {
         "method": "acp",
         "settings": cfg,
