@@ -108,3 +108,20 @@ def collate(
     """Images stacked to [B, 3, H, W] (all the same input size), targets kept as a list."""
     images, targets = zip(*batch)
     return torch.stack(images), list(targets)
+
+
+def first_images(dataset: Any, n: int) -> Any:
+    """The first `n` items of `dataset` (a DetectionDataset stays one, keeping its transform)."""
+    n = min(int(n), len(dataset))
+    if hasattr(dataset, "subset"):
+        return dataset.subset(list(range(n)))
+    return torch.utils.data.Subset(dataset, list(range(n)))
+
+
+def batches(dataset: Any, batch_size: int) -> list[tuple[torch.Tensor, list[dict]]]:
+    """All of `dataset` as (images, targets) batches in order, held in memory: for the few
+    dozen images a search or a refit reuses many times."""
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=max(1, int(batch_size)), shuffle=False, collate_fn=collate
+    )
+    return list(loader)

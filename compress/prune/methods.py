@@ -115,28 +115,25 @@ def make_refitter(train_ds, settings: dict[str, Any] | bool | None, evaluate=Non
         raise ValueError(
             f"prune.reconstruct: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
         )
-    from compress.data.build import collate, eval_view
+    from compress.data.build import batches, eval_view, first_images
     from compress.prune.reconstruct import reconstruct
 
     count, batch = int(opts.get("images", 64)), int(opts.get("batch_size", 8))
 
     def refit(original: nn.Module, pruned: nn.Module, plan) -> dict[str, Any]:
-        view = eval_view(train_ds, original)
-        n = min(count, len(view))
-        batches = [
-            collate([view[j] for j in range(s, min(s + batch, n))])[0] for s in range(0, n, batch)
-        ]
+        view = first_images(eval_view(train_ds, original), count)
+        images = [x for x, _ in batches(view, batch)]
         device = next(pruned.parameters()).device
         before = evaluate(pruned) if evaluate is not None else None
         layers = reconstruct(
             original,
             pruned,
             plan,
-            [b.to(device) for b in batches],
+            [x.to(device) for x in images],
             positions=int(opts.get("positions", 256)),
             ridge=float(opts.get("ridge", 1e-2)),
         )
-        out: dict[str, Any] = {"images": n, "layers": layers}
+        out: dict[str, Any] = {"images": len(view), "layers": layers}
         if before is not None:
             out["before_refit"] = {k: before[k] for k in ("AP50", "AP50_95") if k in before}
         return out

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from compress.data.build import eval_view
+from compress.data.build import batches, eval_view, first_images
 from compress.io import read_json, write_json
 from compress.prune.acp import fitness as fit
 from compress.prune.acp.cluster import (
@@ -135,22 +135,6 @@ def key_of(widths: Sequence[int]) -> str:
 
 
 # --------------------------------------------------------------------------- data
-
-
-def first_images(dataset: Any, n: int) -> Any:
-    n = min(int(n), len(dataset))
-    if hasattr(dataset, "subset"):
-        return dataset.subset(list(range(n)))
-    return torch.utils.data.Subset(dataset, list(range(n)))
-
-
-def batches(dataset: Any, batch_size: int) -> list[tuple[torch.Tensor, list[dict]]]:
-    from compress.data.build import collate
-
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=max(1, int(batch_size)), shuffle=False, collate_fn=collate
-    )
-    return list(loader)
 
 
 # --------------------------------------------------------------------------- the search
