@@ -102,27 +102,23 @@ def make_recoverer(train_ds, val_ds, recipe: dict[str, Any]):
 
 
 def make_refitter(train_ds, settings: dict[str, Any] | bool | None, evaluate=None):
-    """`reconstruct.reconstruct` on the first `images` training images (no augmentation: the
-    unpruned model's outputs are the targets, so both must see the same pixels), or None
-    when `prune.reconstruct` is false. With `evaluate`, the report also holds the held-out
-    AP of the pruned model before the refit, so the refit's effect is on record."""
+    """`reconstruct.reconstruct` on the first `images` training images (`refit_images`), or
+    None when `prune.reconstruct` is false. With `evaluate`, the report also holds the
+    held-out AP of the pruned model before the refit, so the refit's effect is on record."""
     if not settings:
         return None
-    known = {"images", "positions", "ridge", "batch_size"}
+    from compress.prune.reconstruct import REFIT_DEFAULTS, reconstruct, refit_images
+
     opts = dict(settings) if isinstance(settings, dict) else {}
-    unknown = sorted(set(opts) - known)
+    unknown = sorted(set(opts) - set(REFIT_DEFAULTS))
     if unknown:
         raise ValueError(
-            f"prune.reconstruct: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            f"prune.reconstruct: unknown setting(s) {', '.join(unknown)}; known: {', '.join(REFIT_DEFAULTS)}"
         )
-    from compress.data.build import batches, eval_view, first_images
-    from compress.prune.reconstruct import reconstruct
-
-    count, batch = int(opts.get("images", 64)), int(opts.get("batch_size", 8))
+    opts = {**REFIT_DEFAULTS, **opts}
 
     def refit(original: nn.Module, pruned: nn.Module, plan) -> dict[str, Any]:
-        view = first_images(eval_view(train_ds, original), count)
-        images = [x for x, _ in batches(view, batch)]
+        images = refit_images(train_ds, original, int(opts["images"]), int(opts["batch_size"]))
         device = next(pruned.parameters()).device
         before = evaluate(pruned) if evaluate is not None else None
         layers = reconstruct(
@@ -130,10 +126,10 @@ def make_refitter(train_ds, settings: dict[str, Any] | bool | None, evaluate=Non
             pruned,
             plan,
             [x.to(device) for x in images],
-            positions=int(opts.get("positions", 256)),
-            ridge=float(opts.get("ridge", 1e-2)),
+            positions=int(opts["positions"]),
+            ridge=float(opts["ridge"]),
         )
-        out: dict[str, Any] = {"images": len(view), "layers": layers}
+        out: dict[str, Any] = {"images": sum(len(x) for x in images), "layers": layers}
         if before is not None:
             out["before_refit"] = {k: before[k] for k in ("AP50", "AP50_95") if k in before}
         return out

@@ -36,6 +36,22 @@ from compress.prune.graph import build_graph, conv_unit
 log = logging.getLogger(__name__)
 
 
+# `prune.reconstruct` settings, the same for slimming and ACP: images refitted on, output
+# positions sampled per image, ridge (fraction of the mean diagonal of X^T X), batch size.
+REFIT_DEFAULTS: dict[str, Any] = {"images": 64, "positions": 256, "ridge": 1.0e-2, "batch_size": 8}
+
+
+def refit_images(
+    dataset: Any, detector: nn.Module, images: int, batch_size: int
+) -> list[torch.Tensor]:
+    """The first `images` images of `dataset` as `detector` sees them at evaluation (no
+    augmentation: the unpruned model's outputs are the targets, so both see the same pixels)."""
+    from compress.data.build import batches, eval_view, first_images
+
+    view = first_images(eval_view(dataset, detector), images)
+    return [x for x, _ in batches(view, batch_size)]
+
+
 class _Stop(Exception):
     """Raised by a hook to end a forward pass once the layer of interest has run."""
 

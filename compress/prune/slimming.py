@@ -9,7 +9,7 @@ Settings (recipe sections; defaults in `PRUNE_DEFAULTS` / `SPARSITY_DEFAULTS`):
                layer_count: null, layers: true, round_to: 8, min_channels: 8,
                min_fraction: 0.05, max_fraction: 0.7, cycles: 3, target_flops: 0.4,
                max_ap_drop: 0.01, compare_baseline: true,
-               reconstruct: {images: 64, positions: 256, ridge: 0.01}}
+               reconstruct: {images: 64, positions: 256, ridge: 0.01, batch_size: 8}}
     recover:  {method: finetune, epochs: 5, ...}
 
 `reconstruct` refits the convs that lost inputs by least squares on that many unlabelled
@@ -46,6 +46,7 @@ from compress.prune.channel import (
 from compress.prune.graph import build_graph, prunable_bns
 from compress.prune.importance import build_importance
 from compress.prune.layers import prune_layers
+from compress.prune.reconstruct import REFIT_DEFAULTS
 from compress.prune.sparsity import BNL1Sparsity, gamma_stats
 from compress.prune.thresholds import Threshold, estimate
 
@@ -74,7 +75,7 @@ PRUNE_DEFAULTS: dict[str, Any] = {
     "target_flops": 0.4,  # stop when FLOPs <= this fraction of the unpruned model's
     "max_ap_drop": 0.01,  # AP50 points below the unpruned model that a cycle may not cross
     "compare_baseline": True,  # also prune with a fixed percentile at equal FLOPs (cycle 1)
-    "reconstruct": {"images": 64, "positions": 256, "ridge": 0.01},  # false: off
+    "reconstruct": REFIT_DEFAULTS,  # false: off
 }
 
 Evaluator = Callable[[nn.Module], dict[str, Any]]

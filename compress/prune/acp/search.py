@@ -50,7 +50,7 @@ from compress.prune.acp.groups import (
 )
 from compress.prune.acp.inherit import batchnorms, inherit, recalibrate_bn, train_steps
 from compress.prune.acp.pso import PSO_DEFAULTS, Swarm
-from compress.prune.reconstruct import refit_convs
+from compress.prune.reconstruct import REFIT_DEFAULTS, refit_convs, refit_images
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ ACP_DEFAULTS: dict[str, Any] = {
     # The chosen structure only (candidates are judged on inherit + BN recalibration, which is
     # seconds, not a minute): least-squares refit of the cut convs on that many training
     # images (reconstruct.py); `reconstruct: false` or images: 0 turns it off.
-    "reconstruct": {"images": 64, "positions": 256, "ridge": 1.0e-2, "batch_size": 8},
+    "reconstruct": REFIT_DEFAULTS,
 }
 STATE_FILE = "acp_state.json"
 INHERIT = ("cluster", "l1")
@@ -257,8 +257,7 @@ class Search:
         clusters = self.prep.clusters if self.cfg["inherit"] == "cluster" else None
         removed: dict[str, list[int]] = {}
         model = inherit(self.detector, self.prep.units, widths, self.prep.scores, clusters, removed)
-        view = first_images(eval_view(train_ds, self.detector), int(r["images"]))
-        images = [x for x, _ in batches(view, int(r["batch_size"]))]
+        images = refit_images(train_ds, self.detector, int(r["images"]), int(r["batch_size"]))
         layers = refit_convs(
             self.detector,
             model,
@@ -267,7 +266,8 @@ class Search:
             int(r["positions"]),
             float(r["ridge"]),
         )
-        return model.eval(), {"reconstruct": {"images": len(view), "layers": layers}}
+        seen = sum(len(x) for x in images)
+        return model.eval(), {"reconstruct": {"images": seen, "layers": layers}}
 
     def evaluate(self, widths: Sequence[int]) -> dict[str, Any]:
         key = key_of(widths)
