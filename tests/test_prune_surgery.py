@@ -185,3 +185,52 @@ def test_removed_beta_is_folded_into_a_head_conv_bias(assets):
     x = torch.rand(1, 3, 128, 128)
     ref, out = model(x), compact(model, plan)(x)
     assert (ref[0] - out[0]).abs().max() < 1e-4 and torch.equal(ref[1], out[1])
+
+
+def _rescale_channel(model, i, c, a, graph):
+    """Scale conv i's channel c by a after BN (gamma, beta) and the weights reading it by 1/a:
+    the network computes the same function (leaky ReLU, max-pool and upsample commute)."""
+    from compress.prune.channel import following_weights
+    from compress.prune.graph import conv_unit
+
+    _, bn, _ = conv_unit(model.module_list[i])
+    with torch.no_grad():
+        bn.weight[c] *= a
+        bn.bias[c] *= a
+        for w in following_weights(model, graph)[i]:
+            w[:, c] /= a
+
+
+def test_bn_scale_next_ignores_the_scale_a_layer_is_free_to_choose(assets):
+    from compress.prune.importance import build_importance
+
+    model = _tiny(assets)
+    g = build_graph(model.blocks)
+    x = torch.rand(1, 3, 128, 128)
+    ref = model(x)
+    before = {k: conv_scores(model, build_importance(k), g) for k in ("bn_scale", "bn_scale_next")}
+    # conv 8 is read through a max-pool (conv 10) and through route 20 (conv 21's channels
+    # 128..383); conv 13 by conv 14 and, through route 17, conv 18.
+    for i in (8, 13):
+        _rescale_channel(model, i, 3, 8.0, g)
+    for a, b in zip(ref, model(x)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    after = {k: conv_scores(model, build_importance(k), g) for k in before}
+    for i in (8, 13):
+        assert float(after["bn_scale"][i][3]) == pytest.approx(8 * float(before["bn_scale"][i][3]))
+        torch.testing.assert_close(after["bn_scale_next"][i], before["bn_scale_next"][i])
+
+
+def test_bn_scale_next_scores_a_channel_nobody_reads_zero(assets):
+    from compress.prune.channel import following_weights
+    from compress.prune.importance import build_importance
+
+    model = _tiny(assets)
+    g = build_graph(model.blocks)
+    reads = following_weights(model, g)
+    assert [tuple(w.shape) for w in reads[8]] == [(512, 256, 3, 3), (256, 256, 3, 3)]
+    with torch.no_grad():
+        for w in reads[8]:
+            w[:, 5] = 0.0
+    scores = conv_scores(model, build_importance("bn_scale_next"), g)[8]
+    assert scores[5] == 0.0 and bool((scores.abs() > 0).sum() == 255)

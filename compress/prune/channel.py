@@ -53,14 +53,29 @@ def conv_scores(
     """Per prunable conv: its channel scores (divided by the layer max unless the criterion's
     scale is global, so one threshold means the same thing in every layer)."""
     graph = graph or build_graph(model.blocks)
+    readers = following_weights(model, graph)
     out: dict[int, torch.Tensor] = {}
     for members in graph.prunable_groups().values():
         for i in members:
             conv, bn, _ = conv_unit(model.module_list[i])
-            s = importance(conv, bn).detach().float().cpu()
+            s = importance(conv, bn, readers.get(i, [])).detach().float().cpu()
             if not importance.global_scale:
                 s = s / s.max().clamp_min(1e-12)
             out[i] = s
+    return out
+
+
+def following_weights(model: nn.Module, graph: ChannelGraph) -> dict[int, list[torch.Tensor]]:
+    """Conv index -> the weight slices [out, its channels, kh, kw] of every conv that reads its
+    output (through max-pools, upsampling and routes)."""
+    out: dict[int, list[torch.Tensor]] = {}
+    for j in graph.convs():
+        weight = conv_unit(model.module_list[j])[0].weight
+        offset = 0
+        for producer, width in graph.inputs[j]:
+            if producer != INPUT:
+                out.setdefault(producer, []).append(weight[:, offset : offset + width])
+            offset += width
     return out
 
 
