@@ -51,6 +51,26 @@ class Asset:
     member_sha256: str | None = None  # zip-member: digest of the extracted file
     check: tuple[str, ...] = field(default_factory=tuple)  # for zips: files that show it is present
     note: str = ""
+    # zips: the folder under the root the archive's entries go to, and the one folder inside
+    # the archive whose contents are taken (COCO's image zips hold `train2017/`, which belongs
+    # in `coco/images/`; the labels zip holds `coco/`, whose parts merge into `coco/`)
+    into: str = ""
+    inner: str = ""
+    large: bool = False  # left out of `assets fetch --all` (a full profile's recipe fetches it)
+
+
+def _coco_images(split: str, size: str) -> Asset:
+    """cocodataset.org's image zip of one split (it holds `<split>/`) -> coco/images/<split>."""
+    return Asset(
+        f"coco2017-{split[:-4]}",
+        f"coco/images/{split}",
+        f"http://images.cocodataset.org/zips/{split}.zip",
+        kind="zip",
+        into="coco/images",
+        check=(f"coco/images/{split}",),
+        note=f"COCO {split} images, {size}; digest recorded on first fetch",
+        large=True,
+    )
 
 
 KNOWN_ASSETS: dict[str, Asset] = {
@@ -134,6 +154,22 @@ KNOWN_ASSETS: dict[str, Asset] = {
             check=("coco128/images/train2017", "coco128/labels/train2017"),
             note="first 128 COCO train2017 images, YOLO-txt labels; zip digest recorded on first fetch",
         ),
+        # COCO 2017 for the `full` profiles (data root `coco`): YOLO-txt labels from the
+        # Ultralytics release, images from cocodataset.org. The labels come first: a recipe
+        # fetches in this order.
+        Asset(
+            "coco2017-labels",
+            "coco/labels",
+            "https://github.com/ultralytics/assets/releases/download/v0.0.0/coco2017labels.zip",
+            kind="zip",
+            into="coco",
+            inner="coco",
+            check=("coco/labels/train2017", "coco/labels/val2017"),
+            note="COCO 2017 YOLO-txt labels (80 classes), 46 MB; digest recorded on first fetch",
+            large=True,
+        ),
+        _coco_images("val2017", "5k, 0.8 GB"),
+        _coco_images("train2017", "118k, 18 GB"),
         Asset(
             "pedestrian-ssdlite.pb",
             "tf/pedestrian_ssdlite_frozen_inference_graph.pb",
@@ -345,15 +381,30 @@ def _extract(asset: Asset, archive: Path, base: Path) -> None:
         for info in zf.infolist():
             if Path(info.filename).is_absolute() or ".." in Path(info.filename).parts:
                 raise AssetError(f"{asset.name}: unsafe path {info.filename!r} in {asset.url}")
-        staging = Path(tempfile.mkdtemp(prefix=f".{asset.name}.", dir=base))
+        dest_dir = base / asset.into
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{asset.name}.", dir=dest_dir))
         try:
             zf.extractall(staging)
-            for entry in staging.iterdir():
-                if entry.name == "__MACOSX":
-                    continue
-                dest = base / entry.name
-                if dest.exists():
-                    shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
-                os.replace(entry, dest)
+            top = staging / asset.inner
+            if not top.is_dir():
+                raise AssetError(
+                    f"{asset.name}: the archive from {asset.url} has no {asset.inner}/"
+                )
+            for entry in top.iterdir():
+                if entry.name != "__MACOSX" and entry != staging:
+                    _merge(entry, dest_dir / entry.name)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _merge(src: Path, dest: Path) -> None:
+    """Move src to dest; a folder onto a folder merges, so fetching COCO's labels never
+    deletes the images beside them. Same-named files are replaced."""
+    if src.is_dir() and dest.is_dir():
+        for child in src.iterdir():
+            _merge(child, dest / child.name)
+        return
+    if dest.exists():
+        shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
+    os.replace(src, dest)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from compress.assets import KNOWN_ASSETS, AssetError, fetch, status
+from compress.assets import BY_RELPATH, KNOWN_ASSETS, AssetError, fetch, status
 from compress.paths import ENV_VAR, assets_root
 
 
@@ -30,7 +30,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     f.add_argument(
         "names", nargs="*", metavar="NAME", help=f"one or more of: {', '.join(KNOWN_ASSETS)}"
     )
-    f.add_argument("--all", action="store_true", help="every known asset")
+    f.add_argument(
+        "--all", action="store_true", help="every known asset but the COCO 2017 dataset (19 GB)"
+    )
     f.add_argument("--recipe", help="the assets this recipe reads (model files, dataset, images)")
     f.add_argument("--profile", help="with --recipe: its profile")
     f.add_argument("--force", action="store_true", help="download again even when present")
@@ -50,6 +52,11 @@ def list_assets(root) -> int:
     return 0
 
 
+def under(relpath: str, roots: set[str]) -> bool:
+    """Whether an asset is one of `roots` or lies inside one (a dataset root's parts)."""
+    return any(relpath == r or relpath.startswith(r.rstrip("/") + "/") for r in roots)
+
+
 def recipe_assets(path: str, profile: str | None = None) -> list[str]:
     """Known assets a recipe reads: its model and data paths, plus the sample images the
     export's parity check uses. Paths outside the assets root are the user's own."""
@@ -62,7 +69,7 @@ def recipe_assets(path: str, profile: str | None = None) -> list[str]:
         for v in (recipe.get(section) or {}).values()
         if isinstance(v, str)
     }
-    names = [a.name for a in KNOWN_ASSETS.values() if a.relpath in wanted]
+    names = [a.name for a in KNOWN_ASSETS.values() if under(a.relpath, wanted)]
     if recipe.get("export"):
         names += [a.name for a in KNOWN_ASSETS.values() if a.relpath.startswith("images/")]
     return names
@@ -72,11 +79,14 @@ def fetch_assets(args, root) -> int:
     if sum(map(bool, (args.names, args.all, args.recipe))) != 1:
         print("assets fetch: name one or more assets, or pass --all or --recipe", file=sys.stderr)
         return 2
-    names = list(KNOWN_ASSETS) if args.all else args.names
+    names = [n for n, a in KNOWN_ASSETS.items() if not a.large] if args.all else args.names
+    names = [BY_RELPATH[n].name if n in BY_RELPATH else n for n in names]  # a path works too
     if args.recipe:
         names = recipe_assets(args.recipe, args.profile)
     failed = 0
     for name in names:
+        if args.quiet and name in KNOWN_ASSETS and status(KNOWN_ASSETS[name], root)[0] == "missing":
+            print(f"fetching {name}: {KNOWN_ASSETS[name].note or KNOWN_ASSETS[name].url}")
         try:
             path = fetch(name, root, force=args.force, progress=not args.quiet)
         except AssetError as exc:

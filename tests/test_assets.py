@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -179,3 +180,62 @@ def test_fetch_for_a_recipe_names_what_the_recipe_reads():
     assert "yolov3.weights" not in names and "person.jpg" in names  # parity images
     assert "yolov3.weights" in recipe_assets("configs/yolov3-person.yaml")
     assert "pedestrian-ssdlite.pb" in recipe_assets("configs/ssdlite-pedestrian-tf.yaml")
+
+
+def test_coco_archives_land_in_one_dataset_root_without_deleting_each_other(tmp_path):
+    server = tmp_path / "server"
+    server.mkdir()
+    with zipfile.ZipFile(server / "labels.zip", "w") as zf:  # Ultralytics' layout: coco/...
+        zf.writestr("coco/labels/val2017/a.txt", "0 0.5 0.5 0.1 0.1\n")
+        zf.writestr("coco/val2017.txt", "./images/val2017/a.jpg\n")
+    with zipfile.ZipFile(server / "val.zip", "w") as zf:  # cocodataset.org's: val2017/...
+        zf.writestr("val2017/a.jpg", b"jpg")
+    root = tmp_path / "assets"
+    # The real registry entries, served from local archives of the same layout.
+    labels = replace(KNOWN_ASSETS["coco2017-labels"], url=(server / "labels.zip").as_uri())
+    labels = replace(labels, check=("coco/labels/val2017",))
+    images = replace(KNOWN_ASSETS["coco2017-val"], url=(server / "val.zip").as_uri())
+    registry = {"labels": labels, "val": images}
+    fetch("val", root, progress=False, registry=registry)
+    fetch("labels", root, progress=False, registry=registry)
+    fetch("labels", root, force=True, progress=False, registry=registry)  # a re-fetch merges
+    assert (root / "coco/images/val2017/a.jpg").read_bytes() == b"jpg"
+    assert (root / "coco/labels/val2017/a.txt").is_file() and (root / "coco/val2017.txt").is_file()
+    assert sorted(p.name for p in (root / "coco").iterdir()) == ["images", "labels", "val2017.txt"]
+
+
+def test_full_profile_fetches_coco_and_a_missing_root_says_how(tmp_path, monkeypatch):
+    from compress.assets_cli import recipe_assets
+    from compress.data.readers import DataError, _root
+
+    full = recipe_assets("configs/yolov3-tiny-person.yaml", "full")
+    coco = [n for n in full if n.startswith("coco2017")]
+    assert coco == ["coco2017-labels", "coco2017-val", "coco2017-train"]  # labels first
+    assert "coco128" not in full and "coco2017-train" not in recipe_assets(
+        "configs/yolov3-tiny-person.yaml", "quick"
+    )
+    monkeypatch.setenv("NANOPRUNE_ASSETS", str(tmp_path))
+    with pytest.raises(DataError, match="assets fetch coco2017-labels coco2017-val coco2017-train"):
+        _root({"root": "coco"})
+
+
+def test_fetch_all_leaves_out_the_coco_dataset(tmp_path, capsys, monkeypatch):
+
+    fetched = []
+    monkeypatch.setattr(assets_cli, "fetch", lambda name, *a, **k: fetched.append(name))
+    monkeypatch.setattr(assets_cli, "status", lambda *a: ("present", ""))
+    args = assets_cli.get_args_parser().parse_args(["fetch", "--all", "--quiet"])
+    assets_cli.fetch_assets(args, tmp_path)
+    assert "coco128" in fetched and not [n for n in fetched if n.startswith("coco2017")]
+
+
+def test_fetch_takes_an_asset_path_as_well_as_its_name(tmp_path, monkeypatch):
+
+    fetched = []
+    monkeypatch.setattr(assets_cli, "fetch", lambda name, *a, **k: fetched.append(name))
+    monkeypatch.setattr(assets_cli, "status", lambda *a: ("present", ""))
+    args = assets_cli.get_args_parser().parse_args(
+        ["fetch", "darknet/yolov3.weights", "yolov3.cfg"]
+    )
+    assert assets_cli.fetch_assets(args, tmp_path) == 0
+    assert fetched == ["yolov3.weights", "yolov3.cfg"]

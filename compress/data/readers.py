@@ -67,7 +67,14 @@ def _root(cfg: dict[str, Any]) -> Path:
         raise DataError("data section needs `root` (a folder under NANOPRUNE_ASSETS or a path)")
     root = resolve_asset(cfg["root"])
     if not root.is_dir():
-        raise DataError(f"dataset root not found: {root}")
+        from compress.assets import KNOWN_ASSETS
+        from compress.assets_cli import under
+
+        names = [n for n, a in KNOWN_ASSETS.items() if under(a.relpath, {str(cfg["root"])})]
+        how = (
+            f"; fetch it with `python -m compress assets fetch {' '.join(names)}`" if names else ""
+        )
+        raise DataError(f"dataset root not found: {root}{how}")
     return root
 
 
