@@ -27,6 +27,12 @@ def _tiny(assets, size=128) -> YOLO:
     return model
 
 
+def _random(assets, name: str, size: int) -> YOLO:
+    (cfg,) = need(assets, f"darknet/{name}.cfg")
+    torch.manual_seed(0)
+    return YOLO.from_cfg(cfg, size).eval()
+
+
 def _zero_gammas(bns, fraction=0.5, beta_std=0.0, seed=0):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -47,13 +53,24 @@ def test_graph_of_tiny_groups_and_fixed_heads(assets):
     assert len(prunable_bns(model)) == 11
 
 
-def test_zero_gamma_channels_prune_without_changing_outputs(assets):
-    model = _tiny(assets)
+@pytest.mark.parametrize(
+    "name, importance",
+    [("yolov3-tiny", "bn_scale"), ("yolov3-tiny", "bn_scale_next"), ("yolov3", "bn_scale_next")],
+)
+def test_zero_gamma_channels_prune_without_changing_outputs(assets, name, importance):
+    from compress.prune.importance import build_importance
+
+    # yolov3: shortcut-coupled groups, whose members are read through the residual sums
+    model = _tiny(assets) if name == "yolov3-tiny" else _random(assets, name, 64)
     _zero_gammas(prunable_bns(model), beta_std=0.0)
-    x = torch.rand(2, 3, 128, 128)
+    x = torch.rand(2, 3, model.input_size[0], model.input_size[1])
     ref = model(x)
     small, plan, thr = prune_channels(
-        model, BNScale(), lambda v: THRESHOLDS["percentile"](v, 0.0), round_to=1, min_channels=1
+        model,
+        build_importance(importance),
+        lambda v: THRESHOLDS["percentile"](v, 0.0),
+        round_to=1,
+        min_channels=1,
     )
     assert plan.summary()["channels_removed"] > 1000
     out = small(x)
