@@ -185,6 +185,15 @@ KNOWN_ASSETS: dict[str, Asset] = {
 BY_RELPATH = {a.relpath: a for a in KNOWN_ASSETS.values()}
 
 
+def assets_under(roots: set[str]) -> list[str]:
+    """Names of the known assets that are one of `roots` or lie inside one (a dataset root's
+    parts: `coco` -> its labels and image splits), in registry order."""
+    prefixes = tuple(r.rstrip("/") + "/" for r in roots)
+    return [
+        n for n, a in KNOWN_ASSETS.items() if a.relpath in roots or a.relpath.startswith(prefixes)
+    ]
+
+
 def _root(root: str | os.PathLike | None) -> Path:
     return Path(root) if root is not None else assets_root()
 
@@ -392,7 +401,7 @@ def _extract(asset: Asset, archive: Path, base: Path) -> None:
                     f"{asset.name}: the archive from {asset.url} has no {asset.inner}/"
                 )
             for entry in top.iterdir():
-                if entry.name != "__MACOSX" and entry != staging:
+                if entry.name != "__MACOSX":
                     _merge(entry, dest_dir / entry.name)
         finally:
             shutil.rmtree(staging, ignore_errors=True)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from compress.assets import BY_RELPATH, KNOWN_ASSETS, AssetError, fetch, status
+from compress.assets import BY_RELPATH, KNOWN_ASSETS, AssetError, assets_under, fetch, status
 from compress.paths import ENV_VAR, assets_root
 
 
@@ -52,11 +53,6 @@ def list_assets(root) -> int:
     return 0
 
 
-def under(relpath: str, roots: set[str]) -> bool:
-    """Whether an asset is one of `roots` or lies inside one (a dataset root's parts)."""
-    return any(relpath == r or relpath.startswith(r.rstrip("/") + "/") for r in roots)
-
-
 def recipe_assets(path: str, profile: str | None = None) -> list[str]:
     """Known assets a recipe reads: its model and data paths, plus the sample images the
     export's parity check uses. Paths outside the assets root are the user's own."""
@@ -69,7 +65,7 @@ def recipe_assets(path: str, profile: str | None = None) -> list[str]:
         for v in (recipe.get(section) or {}).values()
         if isinstance(v, str)
     }
-    names = [a.name for a in KNOWN_ASSETS.values() if under(a.relpath, wanted)]
+    names = assets_under(wanted)
     if recipe.get("export"):
         names += [a.name for a in KNOWN_ASSETS.values() if a.relpath.startswith("images/")]
     return names
@@ -79,14 +75,17 @@ def fetch_assets(args, root) -> int:
     if sum(map(bool, (args.names, args.all, args.recipe))) != 1:
         print("assets fetch: name one or more assets, or pass --all or --recipe", file=sys.stderr)
         return 2
-    names = [n for n, a in KNOWN_ASSETS.items() if not a.large] if args.all else args.names
-    names = [BY_RELPATH[n].name if n in BY_RELPATH else n for n in names]  # a path works too
     if args.recipe:
         names = recipe_assets(args.recipe, args.profile)
+    elif args.all:
+        names = [n for n, a in KNOWN_ASSETS.items() if not a.large]
+    else:  # a name, or the asset's path under the root
+        names = [BY_RELPATH[n].name if n in BY_RELPATH else n for n in args.names]
     failed = 0
     for name in names:
-        if args.quiet and name in KNOWN_ASSETS and status(KNOWN_ASSETS[name], root)[0] == "missing":
-            print(f"fetching {name}: {KNOWN_ASSETS[name].note or KNOWN_ASSETS[name].url}")
+        asset = KNOWN_ASSETS.get(name)
+        if args.quiet and asset and not (Path(root) / asset.relpath).exists():
+            print(f"fetching {name}: {asset.note or asset.url}")  # an 18 GB download says so
         try:
             path = fetch(name, root, force=args.force, progress=not args.quiet)
         except AssetError as exc:

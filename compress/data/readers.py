@@ -67,10 +67,9 @@ def _root(cfg: dict[str, Any]) -> Path:
         raise DataError("data section needs `root` (a folder under NANOPRUNE_ASSETS or a path)")
     root = resolve_asset(cfg["root"])
     if not root.is_dir():
-        from compress.assets import KNOWN_ASSETS
-        from compress.assets_cli import under
+        from compress.assets import assets_under
 
-        names = [n for n, a in KNOWN_ASSETS.items() if under(a.relpath, {str(cfg["root"])})]
+        names = assets_under({str(cfg["root"])})
         how = (
             f"; fetch it with `python -m compress assets fetch {' '.join(names)}`" if names else ""
         )
