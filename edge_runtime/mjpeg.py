@@ -4,7 +4,8 @@ per-stage latency, polled from a JSON endpoint. Bound to 127.0.0.1 unless asked 
     GET /             the page (self-contained HTML + JS, no network)
     GET /stream.mjpg  multipart/x-mixed-replace stream of JPEG frames
     GET /frame.jpg    the newest frame
-    GET /stats.json   people count, FPS, per-stage mean latency, frame index
+    GET /stats.json   people count, FPS, per-stage mean latency, frame index (+ counts: people
+                      in view, unique, line in/out, zone occupancy, people-in-view history)
 
 Frames are JPEG-encoded only while someone watches, so an idle server costs nothing.
 http.server + ThreadingMixIn (Python 3.6 has no ThreadingHTTPServer).
@@ -30,6 +31,7 @@ body{font-family:sans-serif;background:#111;color:#eee;margin:0;padding:12px}
 .row{display:flex;gap:24px;flex-wrap:wrap;align-items:flex-start}
 .big{font-size:40px;font-weight:bold}
 table{border-collapse:collapse}td{padding:2px 10px;border-bottom:1px solid #333}
+#counts{display:none}#spark{background:#1b1b1b;border:1px solid #333}
 </style></head><body>
 <h2 id="title">nanoprune</h2>
 <div class="row">
@@ -38,6 +40,12 @@ table{border-collapse:collapse}td{padding:2px 10px;border-bottom:1px solid #333}
 <div>people</div><div class="big" id="people">-</div>
 <div>FPS</div><div class="big" id="fps">-</div>
 <table id="stages"></table>
+<div id="counts">
+<div>in view / unique</div><div class="big" id="inview">-</div>
+<table id="places"></table>
+<div>people in view, last minutes</div>
+<canvas id="spark" width="240" height="60"></canvas>
+</div>
 <p id="frame"></p>
 </div></div>
 <script>
@@ -50,7 +58,27 @@ function poll(){
     for (var k in s.stages_ms){ rows += '<tr><td>'+k+'</td><td>'+s.stages_ms[k].toFixed(1)+' ms</td></tr>'; }
     document.getElementById('stages').innerHTML = rows;
     document.getElementById('frame').textContent = 'frame ' + s.frame;
+    if (s.counts){ showCounts(s.counts); }
   }).catch(function(){}).then(function(){ setTimeout(poll, 500); });
+}
+function showCounts(c){
+  document.getElementById('counts').style.display = 'block';
+  document.getElementById('inview').textContent = c.in_view + ' / ' + c.unique;
+  var rows = '';
+  for (var k in c.lines){ rows += '<tr><td>'+k+'</td><td>in '+c.lines[k][0]+'</td><td>out '+c.lines[k][1]+'</td></tr>'; }
+  for (var z in c.zones){ rows += '<tr><td>'+z+'</td><td colspan="2">'+c.zones[z]+' inside</td></tr>'; }
+  document.getElementById('places').innerHTML = rows;
+  var cv = document.getElementById('spark'), g = cv.getContext('2d'), h = c.history || [];
+  g.clearRect(0, 0, cv.width, cv.height);
+  if (h.length < 1){ return; }
+  var top = 1, t0 = h[0][0], span = Math.max(h[h.length-1][0] - t0, 1);
+  for (var i = 0; i < h.length; i++){ top = Math.max(top, h[i][1]); }
+  g.strokeStyle = '#3c3'; g.lineWidth = 2; g.beginPath();
+  for (var j = 0; j < h.length; j++){
+    var x = (h[j][0] - t0) / span * (cv.width - 4) + 2, y = cv.height - 4 - h[j][1] / top * (cv.height - 16);
+    if (j){ g.lineTo(x, y); } else { g.moveTo(x, y); }
+  }
+  g.stroke(); g.fillStyle = '#aaa'; g.fillText('max ' + top, 4, 10);
 }
 poll();
 </script></body></html>
@@ -97,6 +125,8 @@ class MjpegServer(object):
             "frame": int(result.index),
             "time": time.time(),
         }
+        if getattr(result, "counts", None) is not None:
+            status["counts"] = result.counts
         jpeg = None
         if self.watchers > 0 or self._jpeg is None:
             ok, buf = cv2.imencode(

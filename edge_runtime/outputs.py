@@ -139,7 +139,8 @@ class VideoRecorder(object):
 
 
 class DetectionLog(object):
-    """One JSON line per frame: frame index, capture timestamp, boxes (xyxy px), scores, classes."""
+    """One JSON line per frame: frame index, capture timestamp, boxes (xyxy px), scores, classes;
+    with tracking also track ids and events (cross/enter/leave)."""
 
     needs_image = False
 
@@ -159,6 +160,9 @@ class DetectionLog(object):
             "classes": [int(c) for c in result.classes],
             "labels": [self.names[int(c)] for c in result.classes],
         }
+        if result.track_ids is not None:  # tracking on: IDs per box (-1: none) and events
+            record["ids"] = [int(i) for i in result.track_ids]
+            record["events"] = result.events
         self.file.write(json.dumps(record) + "\n")
 
     def close(self):

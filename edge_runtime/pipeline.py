@@ -16,7 +16,7 @@ import time
 
 from edge_runtime.errors import EdgeError
 from edge_runtime.outputs import draw
-from edge_runtime.stats import Recorder, peak_rss_mb
+from edge_runtime.stats import STAGES, Recorder, peak_rss_mb
 
 END = object()  # passed down the queues once the source is exhausted or the loop stops
 
@@ -32,6 +32,8 @@ class Result(object):
         self.boxes = self.scores = self.classes = None
         self.annotated = None
         self.people, self.fps, self.stage_ms = 0, 0.0, {}
+        # set by a tracking stage (edge_runtime.tracking) when one runs
+        self.track_ids, self.events, self.counts, self.tracks = None, [], None, None
 
 
 def _drain(q_in):
@@ -143,6 +145,7 @@ def run_loop(
     stop_event=None,
     handle_signals=True,
     on_result=None,
+    tracking=None,
 ):
     """Run the loop until the source ends, `max_frames`, a signal or `stop_event`; return stats.
 
@@ -155,30 +158,35 @@ def run_loop(
         bench_frames: preprocessed frames kept for the model-only FPS measured after the loop
             (0 disables it).
         on_result: optional callable(result) per frame, after the outputs (tests, benchmarks).
+        tracking: optional `edge_runtime.tracking.TrackingStage`, run as a "track" stage after
+            postprocess (IDs, events, counts on each result; its summary in stats["counting"]).
 
     Returns a dict: frames, wall_s, loop_fps, model_only {fps, mean_ms, ...}, loop_vs_model,
     stages {capture|preprocess|inference|postprocess|output: {n, mean_ms, p50_ms, p90_ms,
-    max_ms}}, latency (capture to output), source (frames, corrupt, dropped, reconnects,
-    failures, gap_s), detections, people_max, peak_rss_mb, stopped_by, model, outputs.
+    max_ms}} (+ track), latency (capture to output), source (frames, corrupt, dropped, reconnects,
+    failures, gap_s), detections, people_max, peak_rss_mb, stopped_by, model, outputs
+    (+ counting when tracking).
     """
     stop = stop_event or threading.Event()
     depth = 1 if source.live else max(1, int(queue_size))
-    queues = [queue.Queue(maxsize=depth) for _ in range(4)]
+    queues = [queue.Queue(maxsize=depth) for _ in range(5 if tracking else 4)]
     state = {"errors": []}
-    recorder = Recorder()
+    recorder = Recorder(STAGES[:-1] + ("track",) + STAGES[-1:] if tracking else STAGES)
     blobs = []
-    threads = _stage_threads(detector, source, queues, stop, state, max_frames, blobs, bench_frames)
+    threads = _stage_threads(
+        detector, source, queues, stop, state, max_frames, blobs, bench_frames, tracking
+    )
     tally = {"detections": 0, "people_max": 0}
     started = time.time()
     with _Signals(stop, state, handle_signals):
         for t in threads:
             t.start()
         try:
-            _output_stage(detector, queues[3], outputs, recorder, tally, on_result)
+            _output_stage(detector, queues[-1], outputs, recorder, tally, on_result, tracking)
         except Exception as exc:
             state["errors"].append(("output", exc))
             stop.set()
-            _drain(queues[3])
+            _drain(queues[-1])
         finally:
             stop.set()
             if source.live:
@@ -223,11 +231,16 @@ def run_loop(
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
     }
     stats.update(tally)
+    if tracking is not None:
+        stats["counting"] = tracking.summary()
     return stats
 
 
-def _stage_threads(detector, source, queues, stop, state, max_frames, blobs, bench_frames):
-    """capture -> queues[0] -> preprocess -> [1] -> inference -> [2] -> postprocess -> [3]."""
+def _stage_threads(
+    detector, source, queues, stop, state, max_frames, blobs, bench_frames, tracking=None
+):
+    """capture -> queues[0] -> preprocess -> [1] -> inference -> [2] -> postprocess -> [3]
+    (-> track -> [4] with tracking)."""
 
     def preprocess(item):
         item.blob, item.geometry = detector.preprocess(item.frame)
@@ -251,13 +264,15 @@ def _stage_threads(detector, source, queues, stop, state, max_frames, blobs, ben
         )
     ]
     stages = (("preprocess", preprocess), ("inference", infer), ("postprocess", postprocess))
+    if tracking is not None:
+        stages += (("track", tracking.update),)
     for i, (name, fn) in enumerate(stages):
         args = (name, fn, queues[i], queues[i + 1], stop, state["errors"])
         threads.append(threading.Thread(target=_stage, args=args, name=name, daemon=True))
     return threads
 
 
-def _output_stage(detector, q_in, outputs, recorder, tally, on_result):
+def _output_stage(detector, q_in, outputs, recorder, tally, on_result, tracking=None):
     """In the calling thread (a window must live there): draw once, hand to every output."""
     names = list(detector.classes)
     people_idx = _people_filter(names)
@@ -273,6 +288,8 @@ def _output_stage(detector, q_in, outputs, recorder, tally, on_result):
         if needs_image:
             status = "people {}  {:.1f} FPS".format(item.people, item.fps)
             item.annotated = draw(item.frame, item.boxes, item.scores, item.classes, names, status)
+            if tracking is not None:
+                tracking.draw(item, item.annotated)
         for out in outputs:
             out.write(item)
         if on_result is not None:

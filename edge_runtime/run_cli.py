@@ -15,6 +15,7 @@ from edge_runtime.mjpeg import MjpegServer
 from edge_runtime.outputs import DetectionLog, VideoRecorder, WindowOutput, display_available
 from edge_runtime.pipeline import run_loop
 from edge_runtime.sources import add_source_args, source_from_args
+from edge_runtime.tracking import add_tracking_args, tracking_from_args
 from export.bundle import atomic_write_json
 
 
@@ -58,6 +59,7 @@ def get_args_parser():
     )
     out.add_argument("--log", metavar="DET.jsonl", help="write detections, one JSON line per frame")
     out.add_argument("--stats", metavar="STATS.json", help="write the final stats JSON")
+    add_tracking_args(parser)
     parser.add_argument("--max-frames", type=int, help="stop after this many frames")
     parser.add_argument(
         "--queue-size", type=int, default=4, help="queue depth between stages (files)"
@@ -89,6 +91,7 @@ def check_args(args):
         raise EdgeError("--nms must be within (0, 1]")
     if args.threads is not None and args.threads < 1:
         raise EdgeError("--threads must be >= 1")
+    tracking_from_args(args, ["person"])  # bad --count-line/--zone fail before the model loads
 
 
 def build_outputs(args, detector, source, stop):
@@ -132,6 +135,19 @@ def summary_line(stats):
     )
 
 
+def counting_line(counting):
+    parts = ["{} unique people".format(counting["unique_tracks"])]
+    for name, line in sorted(counting["lines"].items()):
+        parts.append("{}: in {} out {}".format(name, line["in"], line["out"]))
+    for name, zone in sorted(counting["zones"].items()):
+        parts.append(
+            "{}: {} entries, {} inside, mean visit {} s".format(
+                name, zone["entries"], zone["inside"], zone["mean_visit_s"]
+            )
+        )
+    return ", ".join(parts)
+
+
 def main(args):
     import threading
 
@@ -153,6 +169,7 @@ def main(args):
     source = source_from_args(args)
     stop = threading.Event()
     try:
+        tracking = tracking_from_args(args, detector.classes, None if source.live else source.fps)
         outputs = build_outputs(args, detector, source, stop)
     except Exception:
         source.release()
@@ -174,11 +191,14 @@ def main(args):
         queue_size=args.queue_size,
         bench_frames=args.bench_frames,
         stop_event=stop,
+        tracking=tracking,
     )
     stats["command"] = {k: v for k, v in sorted(vars(args).items())}
     if args.stats:
         atomic_write_json(args.stats, stats)
     print(summary_line(stats))
+    if "counting" in stats:
+        print(counting_line(stats["counting"]))
     if not args.quiet and not args.stats:
         print(json.dumps(stats["stages"], sort_keys=True))
     return 0

@@ -1,0 +1,300 @@
+"""Counting lines and zones over tracked people's foot points.
+
+    --count-line door=0.1,0.8,0.9,0.8      a segment; crossing it is counted "in" or "out"
+    --zone table=300,120,520,120,520,420,300,420   a polygon; who is inside now, entries, dwell
+
+Coordinates are pixels, or fractions of the frame when every value lies in [0, 1]. A name is
+optional (`line1`, `zone1`, ... otherwise).
+
+Direction: "in" is a crossing onto the right-hand side of the segment as it is walked from
+(x1, y1) to (x2, y2) on screen (y grows downwards), so a line drawn left to right counts people
+walking down the picture (towards a camera above a door) as "in".
+
+A foot point (bottom centre of the track's box) is where a person stands, so it is what lines
+and zones test. Within `margin` pixels of a line or a zone's border a point keeps the side it
+had: box jitter around the border then never adds a count.
+"""
+
+import collections
+
+import cv2
+import numpy as np
+
+from edge_runtime.errors import EdgeError
+
+
+def _numbers(flag, text):
+    name, sep, body = text.partition("=")
+    if not sep:
+        name, body = "", text
+    name = name.strip()
+    if sep and not name:
+        raise EdgeError("{} {!r}: empty name before '='".format(flag, text))
+    try:
+        values = [float(v) for v in body.split(",")]
+    except ValueError:
+        raise EdgeError(
+            "{} {!r}: coordinates must be numbers separated by commas".format(flag, text)
+        ) from None
+    if any(v < 0 or v != v for v in values):
+        raise EdgeError("{} {!r}: coordinates must be >= 0".format(flag, text))
+    return name, values
+
+
+class Shape(object):
+    """Points as given (pixels or fractions) and, after `resolve`, in pixels."""
+
+    flag = ""
+
+    def __init__(self, name, values, spec):
+        self.name, self.spec = name, spec
+        self.fractions = all(v <= 1.0 for v in values)
+        self.raw = np.asarray(values, dtype=np.float64).reshape(-1, 2)
+        self.points = None if self.fractions else self.raw.copy()
+
+    def resolve(self, width, height):
+        """Pixel points for a width x height frame; pixel specs must fit inside it."""
+        if self.fractions:
+            self.points = self.raw * np.array([width, height], dtype=np.float64)
+            return self
+        outside = (self.raw[:, 0] > width) | (self.raw[:, 1] > height)
+        if outside.any():
+            x, y = self.raw[np.argmax(outside)]
+            raise EdgeError(
+                "{} {!r}: point ({:g}, {:g}) is outside the {}x{} frame".format(
+                    self.flag, self.spec, x, y, width, height
+                )
+            )
+        return self
+
+
+class Line(Shape):
+    flag = "--count-line"
+
+    def __init__(self, name, values, spec):
+        Shape.__init__(self, name, values, spec)
+        self.inside = self.outside = 0
+        self.times = {"in": collections.deque(), "out": collections.deque()}
+
+    def signed_distance(self, point):
+        """> 0 on the right-hand ("in") side of p1 -> p2, in pixels."""
+        (x1, y1), (x2, y2) = self.points
+        dx, dy = x2 - x1, y2 - y1
+        return (dx * (point[1] - y1) - dy * (point[0] - x1)) / np.hypot(dx, dy)
+
+    def hits_segment(self, p, q, dp, dq):
+        """Does the move p -> q (on opposite sides, distances dp, dq) pass through the segment?"""
+        s = dp / (dp - dq)
+        x = p[0] + s * (q[0] - p[0]), p[1] + s * (q[1] - p[1])
+        (x1, y1), (x2, y2) = self.points
+        dx, dy = x2 - x1, y2 - y1
+        u = ((x[0] - x1) * dx + (x[1] - y1) * dy) / (dx * dx + dy * dy)
+        return 0.0 <= u <= 1.0
+
+
+class Zone(Shape):
+    flag = "--zone"
+
+    def __init__(self, name, values, spec):
+        Shape.__init__(self, name, values, spec)
+        self.entries = self.exits = 0
+        self.since = {}  # track id -> time it entered (inside now)
+        self.dwell = {}  # track id -> seconds inside over all its visits
+        self.visits = []  # seconds of every finished visit
+        self.times = collections.deque()
+
+    def signed_distance(self, point):
+        """> 0 inside the polygon, in pixels from its border."""
+        contour = self.points.astype(np.float32).reshape(-1, 1, 2)
+        return cv2.pointPolygonTest(contour, (float(point[0]), float(point[1])), True)
+
+
+def parse_line(text, index=1):
+    """'[name=]x1,y1,x2,y2' -> Line; one clear EdgeError for anything else."""
+    name, values = _numbers("--count-line", text)
+    if len(values) != 4:
+        raise EdgeError(
+            "--count-line {!r}: expected [name=]x1,y1,x2,y2 (4 numbers), got {}".format(
+                text, len(values)
+            )
+        )
+    if values[:2] == values[2:]:
+        raise EdgeError("--count-line {!r}: the two end points are the same".format(text))
+    return Line(name or "line{}".format(index), values, text)
+
+
+def parse_zone(text, index=1):
+    """'[name=]x1,y1,x2,y2,x3,y3[,...]' -> Zone (a polygon of 3 or more points)."""
+    name, values = _numbers("--zone", text)
+    if len(values) % 2 or len(values) < 6:
+        raise EdgeError(
+            "--zone {!r}: expected [name=]x1,y1,x2,y2,x3,y3[,...] (3 or more points), "
+            "got {} numbers".format(text, len(values))
+        )
+    zone = Zone(name or "zone{}".format(index), values, text)
+    pts = zone.raw
+    area = 0.5 * abs(
+        np.dot(pts[:, 0], np.roll(pts[:, 1], 1)) - np.dot(pts[:, 1], np.roll(pts[:, 0], 1))
+    )
+    if area == 0:
+        raise EdgeError("--zone {!r}: the polygon has no area".format(text))
+    return zone
+
+
+def parse_shapes(line_specs, zone_specs):
+    """Lines and zones from the repeated flags; names must be unique."""
+    lines = [parse_line(s, i + 1) for i, s in enumerate(line_specs or ())]
+    zones = [parse_zone(s, i + 1) for i, s in enumerate(zone_specs or ())]
+    seen = set()
+    for shape in lines + zones:
+        if shape.name in seen:
+            raise EdgeError(
+                "{} {!r}: the name {!r} is used twice".format(shape.flag, shape.spec, shape.name)
+            )
+        seen.add(shape.name)
+    return lines, zones
+
+
+def _side(distance, margin):
+    if distance >= margin:
+        return 1
+    if distance <= -margin:
+        return -1
+    return 0
+
+
+class Counter(object):
+    """Line crossings and zone visits from tracks' foot points, frame by frame.
+
+    Args:
+        lines, zones: from `parse_shapes` (resolved to pixels with `resolve` before use).
+        margin: pixels either side of a line or border where a point keeps its previous side.
+        rate_window_s: span of the "last minute" rates.
+    """
+
+    def __init__(self, lines=(), zones=(), margin=3.0, rate_window_s=60.0):
+        self.lines, self.zones = list(lines), list(zones)
+        self.margin, self.window = float(margin), float(rate_window_s)
+        self.line_state = {}  # (line index, track id) -> (side, point)
+        self.zone_state = {}  # (zone index, track id) -> inside
+        self.t0 = self.t = None
+
+    def resolve(self, width, height):
+        for shape in self.lines + self.zones:
+            shape.resolve(width, height)
+
+    def update(self, t, feet, alive):
+        """One frame at time t (s): feet {track id: (x, y)} of tracks seen in this frame, alive
+        the ids of every live track (seen or hidden). Returns the events, in order."""
+        if self.t0 is None:
+            self.t0 = t
+        self.t = t
+        events = []
+        for li, line in enumerate(self.lines):
+            for tid, point in feet.items():
+                self._line_step(li, line, tid, point, t, events)
+        for zi, zone in enumerate(self.zones):
+            for tid, point in feet.items():
+                self._zone_step(zi, zone, tid, point, t, events)
+            for tid in [i for i in zone.since if i not in alive]:
+                self._leave(zi, zone, tid, t, events, "lost")
+        for key in [k for k in self.line_state if k[1] not in alive]:
+            del self.line_state[key]
+        self._trim(t)
+        return events
+
+    def _line_step(self, li, line, tid, point, t, events):
+        d = line.signed_distance(point)
+        side = _side(d, self.margin)
+        if not side:
+            return
+        before = self.line_state.get((li, tid))
+        self.line_state[(li, tid)] = (side, point, d)
+        if before is None or before[0] == side:
+            return
+        if not line.hits_segment(before[1], point, before[2], d):
+            return  # went round the end of the segment
+        direction = "in" if side > 0 else "out"
+        if side > 0:
+            line.inside += 1
+        else:
+            line.outside += 1
+        line.times[direction].append(t)
+        events.append({"type": "cross", "line": line.name, "dir": direction, "id": int(tid)})
+
+    def _zone_step(self, zi, zone, tid, point, t, events):
+        side = _side(zone.signed_distance(point), self.margin)
+        inside = tid in zone.since
+        if side > 0 and not inside:
+            zone.since[tid] = t
+            zone.entries += 1
+            zone.times.append(t)
+            events.append({"type": "enter", "zone": zone.name, "id": int(tid)})
+        elif side < 0 and inside:
+            self._leave(zi, zone, tid, t, events, "walked out")
+
+    def _leave(self, zi, zone, tid, t, events, why):
+        visit = t - zone.since.pop(tid)
+        zone.exits += 1
+        zone.visits.append(visit)
+        zone.dwell[tid] = zone.dwell.get(tid, 0.0) + visit
+        events.append(
+            {
+                "type": "leave",
+                "zone": zone.name,
+                "id": int(tid),
+                "dwell_s": round(visit, 2),
+                "why": why,
+            }
+        )
+
+    def _trim(self, t):
+        queues = [q for line in self.lines for q in line.times.values()]
+        queues += [zone.times for zone in self.zones]
+        for q in queues:
+            while q and q[0] < t - self.window:
+                q.popleft()
+
+    def _avg_per_min(self, n):
+        minutes = (self.t - self.t0) / 60.0 if self.t is not None else 0.0
+        return round(n / minutes, 3) if minutes > 0 else None
+
+    def live(self):
+        """The few figures a page or an overlay shows every frame."""
+        return {
+            "lines": dict((line.name, [line.inside, line.outside]) for line in self.lines),
+            "zones": dict((zone.name, len(zone.since)) for zone in self.zones),
+        }
+
+    def summary(self):
+        """Totals, rates (last `rate_window_s` and the run's average, per minute), dwell."""
+        lines = {}
+        for line in self.lines:
+            lines[line.name] = {
+                "in": line.inside,
+                "out": line.outside,
+                "in_last_window": len(line.times["in"]),
+                "out_last_window": len(line.times["out"]),
+                "in_per_min": self._avg_per_min(line.inside),
+                "out_per_min": self._avg_per_min(line.outside),
+                "points_px": np.round(line.points, 1).tolist() if line.points is not None else None,
+            }
+        zones = {}
+        for zone in self.zones:
+            now = dict((tid, self.t - since) for tid, since in zone.since.items())
+            dwell = dict(zone.dwell)
+            for tid, s in now.items():
+                dwell[tid] = dwell.get(tid, 0.0) + s
+            zones[zone.name] = {
+                "inside": len(zone.since),
+                "inside_ids": sorted(int(i) for i in zone.since),
+                "entries": zone.entries,
+                "exits": zone.exits,
+                "entries_last_window": len(zone.times),
+                "entries_per_min": self._avg_per_min(zone.entries),
+                "mean_visit_s": round(float(np.mean(zone.visits)), 2) if zone.visits else None,
+                "max_visit_s": round(float(np.max(zone.visits)), 2) if zone.visits else None,
+                "dwell_s": dict((str(int(k)), round(v, 2)) for k, v in sorted(dwell.items())),
+                "points_px": np.round(zone.points, 1).tolist() if zone.points is not None else None,
+            }
+        return {"rate_window_s": self.window, "lines": lines, "zones": zones}
