@@ -1,7 +1,7 @@
 """`python -m benchmarks <verb> ...`: measure, compare and show detector speed.
 
 Each verb is a module with `get_args_parser()` and `main(args)`, imported only when it runs.
-`latency` and `loop` also run on the Jetson (Python 3.6, no torch); `run`, `hog`, `report`
+`latency`, `loop` and `tracking` also run on the Jetson (Python 3.6, no torch); `run`, `hog`, `report`
 and `compare` are host-side. This file stays Python 3.6 syntax so the device can use it.
 """
 
@@ -12,6 +12,7 @@ import sys
 VERBS = {
     "latency": ("benchmarks.latency", "A/B-interleaved model latency: p50/p90/p99, FPS, memory"),
     "loop": ("benchmarks.loop", "end-to-end FPS of the edge runtime loop, per stage"),
+    "tracking": ("benchmarks.tracking", "people tracker + counting cost per frame (20 people)"),
     "hog": (
         "benchmarks.hog",
         "OpenCV HOG+SVM people-detector peer: speed on a video, AP on images",

@@ -17,7 +17,6 @@ had: box jitter around the border then never adds a count.
 
 import collections
 
-import cv2
 import numpy as np
 
 from edge_runtime.errors import EdgeError
@@ -76,17 +75,18 @@ class Line(Shape):
         self.inside = self.outside = 0
         self.times = {"in": collections.deque(), "out": collections.deque()}
 
-    def signed_distance(self, point):
-        """> 0 on the right-hand ("in") side of p1 -> p2, in pixels."""
+    def signed_distances(self, points):
+        """[k] pixels from the line through the segment for points [k, 2]; > 0 on the
+        right-hand ("in") side of p1 -> p2."""
         (x1, y1), (x2, y2) = self.points
         dx, dy = x2 - x1, y2 - y1
-        return (dx * (point[1] - y1) - dy * (point[0] - x1)) / np.hypot(dx, dy)
+        return (dx * (points[:, 1] - y1) - dy * (points[:, 0] - x1)) / np.hypot(dx, dy)
 
     def hits_segment(self, p, q, dp, dq):
         """Does the move p -> q (on opposite sides, distances dp, dq) pass through the segment?"""
         s = dp / (dp - dq)
         x = p[0] + s * (q[0] - p[0]), p[1] + s * (q[1] - p[1])
-        (x1, y1), (x2, y2) = self.points
+        (x1, y1), (x2, y2) = self.points.tolist()
         dx, dy = x2 - x1, y2 - y1
         u = ((x[0] - x1) * dx + (x[1] - y1) * dy) / (dx * dx + dy * dy)
         return 0.0 <= u <= 1.0
@@ -103,10 +103,26 @@ class Zone(Shape):
         self.visits = []  # seconds of every finished visit
         self.times = collections.deque()
 
-    def signed_distance(self, point):
-        """> 0 inside the polygon, in pixels from its border."""
-        contour = self.points.astype(np.float32).reshape(-1, 1, 2)
-        return cv2.pointPolygonTest(contour, (float(point[0]), float(point[1])), True)
+    def signed_distances(self, points):
+        """[k] pixels from the polygon's border for points [k, 2]; > 0 inside."""
+        return polygon_signed_distance(points, self.points)
+
+
+def polygon_signed_distance(points, polygon):
+    """Distance of points [k, 2] to the border of polygon [m, 2], positive inside (even-odd
+    rule), for all points at once (one call per frame, not one per person)."""
+    a, b = polygon, np.roll(polygon, -1, axis=0)
+    ab = b - a
+    ap = points[:, None, :] - a[None, :, :]  # [k, m, 2]
+    t = np.clip((ap * ab).sum(-1) / np.maximum((ab * ab).sum(-1), 1e-12), 0.0, 1.0)
+    gap = ap - t[:, :, None] * ab
+    distance = np.sqrt((gap * gap).sum(-1)).min(axis=1)
+    y = points[:, 1:2]
+    straddles = (a[:, 1] > y) != (b[:, 1] > y)  # the edge spans the point's height
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x_cross = a[:, 0] + (y - a[:, 1]) * ab[:, 0] / ab[:, 1]
+    inside = (straddles & (points[:, 0:1] < x_cross)).sum(axis=1) % 2 == 1
+    return np.where(inside, distance, -distance)
 
 
 def parse_line(text, index=1):
@@ -176,7 +192,6 @@ class Counter(object):
         self.lines, self.zones = list(lines), list(zones)
         self.margin, self.window = float(margin), float(rate_window_s)
         self.line_state = {}  # (line index, track id) -> (side, point)
-        self.zone_state = {}  # (zone index, track id) -> inside
         self.t0 = self.t = None
 
     def resolve(self, width, height):
@@ -190,12 +205,17 @@ class Counter(object):
             self.t0 = t
         self.t = t
         events = []
+        ids = list(feet)
+        points = np.array([feet[i] for i in ids], dtype=np.float64).reshape(-1, 2)
+        point_list = points.tolist()
         for li, line in enumerate(self.lines):
-            for tid, point in feet.items():
-                self._line_step(li, line, tid, point, t, events)
+            distances = line.signed_distances(points).tolist()
+            for tid, point, d in zip(ids, point_list, distances):
+                self._line_step(li, line, tid, point, d, t, events)
         for zi, zone in enumerate(self.zones):
-            for tid, point in feet.items():
-                self._zone_step(zi, zone, tid, point, t, events)
+            distances = zone.signed_distances(points).tolist()
+            for tid, d in zip(ids, distances):
+                self._zone_step(zi, zone, tid, d, t, events)
             for tid in [i for i in zone.since if i not in alive]:
                 self._leave(zi, zone, tid, t, events, "lost")
         for key in [k for k in self.line_state if k[1] not in alive]:
@@ -203,8 +223,7 @@ class Counter(object):
         self._trim(t)
         return events
 
-    def _line_step(self, li, line, tid, point, t, events):
-        d = line.signed_distance(point)
+    def _line_step(self, li, line, tid, point, d, t, events):
         side = _side(d, self.margin)
         if not side:
             return
@@ -222,8 +241,8 @@ class Counter(object):
         line.times[direction].append(t)
         events.append({"type": "cross", "line": line.name, "dir": direction, "id": int(tid)})
 
-    def _zone_step(self, zi, zone, tid, point, t, events):
-        side = _side(zone.signed_distance(point), self.margin)
+    def _zone_step(self, zi, zone, tid, d, t, events):
+        side = _side(d, self.margin)
         inside = tid in zone.since
         if side > 0 and not inside:
             zone.since[tid] = t

@@ -23,7 +23,8 @@ Jetson's Python 3.6 image, a pure-Python Hungarian is O(n^3) interpreted steps (
 overlaps one or two boxes at 10+ FPS). See `greedy_match`.
 
 A track is born tentative, becomes confirmed (and only then gets an ID) after `min_hits`
-consecutive matches, and dies after `max_misses` frames without one. IDs are consecutive
+matches with at most `tentative_misses` frames between them (a detector flickers most while a
+person walks in at the border), and dies after `max_misses` frames without one. IDs are consecutive
 integers from 1 and never reused, so the number handed out is the number of unique people.
 """
 
@@ -73,15 +74,18 @@ def greedy_match(similarity, threshold):
 
 def xyxy_to_z(boxes):
     """[n, 4] xyxy -> [n, 4] (cx, cy, w, h)."""
-    w = boxes[:, 2] - boxes[:, 0]
-    h = boxes[:, 3] - boxes[:, 1]
-    return np.stack([boxes[:, 0] + w / 2, boxes[:, 1] + h / 2, w, h], axis=1)
+    z = np.empty((len(boxes), 4))
+    z[:, 2:] = boxes[:, 2:] - boxes[:, :2]
+    z[:, :2] = boxes[:, :2] + z[:, 2:] / 2
+    return z
 
 
 def z_to_xyxy(z):
     """[n, >=4] (cx, cy, w, h, ...) -> [n, 4] xyxy."""
-    half_w, half_h = z[:, 2] / 2, z[:, 3] / 2
-    return np.stack([z[:, 0] - half_w, z[:, 1] - half_h, z[:, 0] + half_w, z[:, 1] + half_h], 1)
+    boxes = np.empty((len(z), 4))
+    boxes[:, :2] = z[:, :2] - z[:, 2:4] / 2
+    boxes[:, 2:] = boxes[:, :2] + z[:, 2:4]
+    return boxes
 
 
 class KalmanBoxes(object):
@@ -100,7 +104,7 @@ class KalmanBoxes(object):
     @staticmethod
     def _scale(z):
         # w-noise follows the width, everything else the height (people are tall and thin)
-        return np.stack([z[:, 3], z[:, 3], z[:, 2], z[:, 3]], axis=1)
+        return z[:, [3, 3, 2, 3]]
 
     def add(self, z):
         """Append filters started at measurements z [k, 4] (velocity unknown)."""
@@ -150,11 +154,11 @@ class KalmanBoxes(object):
 class Track(object):
     """One tracked person: `id` (0 while tentative), hits, misses, last score and observed box."""
 
-    __slots__ = ("id", "hits", "misses", "score", "observed", "age", "first_frame")
+    __slots__ = ("id", "hits", "misses", "score", "observed")
 
-    def __init__(self, score, observed, frame):
-        self.id, self.hits, self.misses, self.age = 0, 1, 0, 1
-        self.score, self.observed, self.first_frame = score, observed, frame
+    def __init__(self, score, observed):
+        self.id, self.hits, self.misses = 0, 1, 0
+        self.score, self.observed = score, observed
 
     @property
     def confirmed(self):
@@ -169,12 +173,20 @@ class Tracker(object):
         low: detections in [low, high) are only used to keep existing tracks alive.
         match_iou: least IoU between a prediction and a high-score detection to match.
         low_match_iou: least IoU for the low-score round (stricter: those boxes are noisier).
-        min_hits: consecutive matches before a track is confirmed and gets an ID.
+        min_hits: matches before a track is confirmed and gets an ID.
         max_misses: frames a confirmed track survives unmatched (occlusion, missed detections).
+        tentative_misses: frames in a row a not yet confirmed track survives unmatched.
     """
 
     def __init__(
-        self, high=0.5, low=0.1, match_iou=0.3, low_match_iou=0.5, min_hits=3, max_misses=30
+        self,
+        high=0.5,
+        low=0.1,
+        match_iou=0.3,
+        low_match_iou=0.5,
+        min_hits=3,
+        max_misses=30,
+        tentative_misses=1,
     ):
         if not 0.0 <= low <= high <= 1.0:
             raise ValueError("tracker: need 0 <= low <= high <= 1, got {} {}".format(low, high))
@@ -183,10 +195,10 @@ class Tracker(object):
         self.high, self.low = float(high), float(low)
         self.match_iou, self.low_match_iou = float(match_iou), float(low_match_iou)
         self.min_hits, self.max_misses = int(min_hits), int(max_misses)
+        self.tentative_misses = int(tentative_misses)
         self.kf = KalmanBoxes()
         self.tracks = []  # aligned with the rows of self.kf
         self.next_id = 1
-        self.frame = -1
 
     @property
     def unique(self):
@@ -199,14 +211,11 @@ class Tracker(object):
         Returns [n] int64: the confirmed track ID each detection was given, -1 where none
         (a low-score box matched no track, or the track is still tentative).
         """
-        self.frame += 1
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         scores = np.asarray(scores, dtype=np.float64).reshape(-1)
         ids = np.full(len(boxes), -1, dtype=np.int64)
         self.kf.predict()
         predicted = self.kf.boxes()
-        for t in self.tracks:
-            t.age += 1
 
         high = np.nonzero(scores >= self.high)[0]
         low = np.nonzero((scores >= self.low) & (scores < self.high))[0]
@@ -233,11 +242,12 @@ class Tracker(object):
 
         hit = np.zeros(len(self.tracks), dtype=bool)
         hit[matched_rows] = True
-        for r, d in zip(matched_rows, matched_dets):
+        score_list = scores.tolist()
+        for r, d in zip(matched_rows.tolist(), matched_dets.tolist()):
             t = self.tracks[r]
             t.hits += 1
             t.misses = 0
-            t.score = float(scores[d])
+            t.score = score_list[d]
             t.observed = boxes[d]
             if not t.confirmed and t.hits >= self.min_hits:
                 t.id = self.next_id
@@ -246,20 +256,19 @@ class Tracker(object):
                 ids[d] = t.id
 
         keep = np.ones(len(self.tracks), dtype=bool)
-        for r in np.nonzero(~hit)[0]:
+        for r in np.nonzero(~hit)[0].tolist():
             t = self.tracks[r]
             t.misses += 1
-            t.hits = t.hits if t.confirmed else 0
-            # a tentative track must be seen on consecutive frames; a confirmed one may hide
-            if not t.confirmed or t.misses > self.max_misses:
+            limit = self.max_misses if t.confirmed else self.tentative_misses
+            if t.misses > limit:
                 keep[r] = False
         self.tracks = [t for t, k in zip(self.tracks, keep) if k]
         self.kf.keep(keep)
 
         if len(new_dets):
             self.kf.add(xyxy_to_z(boxes[new_dets]))
-            for d in new_dets:
-                t = Track(float(scores[d]), boxes[d], self.frame)
+            for d in new_dets.tolist():
+                t = Track(score_list[d], boxes[d])
                 if self.min_hits <= 1:
                     t.id = self.next_id
                     self.next_id += 1

@@ -123,10 +123,10 @@ class TrackingStage(object):
         ids[rows] = self.tracker.update(result.boxes[rows], result.scores[rows])
         boxes = self.tracker.boxes()
         feet, tracks = {}, []
-        for trk, box in zip(self.tracker.tracks, boxes):
+        for trk, box in zip(self.tracker.tracks, boxes.tolist()):
             if not trk.confirmed or trk.misses:
                 continue  # only people seen in this frame are drawn and counted
-            x1, y1, x2, y2 = (float(v) for v in box)
+            x1, y1, x2, y2 = box
             foot = ((x1 + x2) / 2.0, y2)
             feet[trk.id] = foot
             trail = self.trails.get(trk.id)
