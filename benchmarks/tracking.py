@@ -20,7 +20,7 @@ from export.bundle import atomic_write_json
 WIDTH, HEIGHT = 1280, 720
 
 
-class _Frame(object):
+class _Frame:
     """The few fields of a loop result the tracking stage reads and writes."""
 
     def __init__(self, index, frame, boxes, scores):
@@ -171,7 +171,7 @@ def main(args):
         model_ms = time_model(args.model, threads)
         result["model"] = {"path": args.model, "mean_ms": model_ms, "threads": threads}
         result["tracker_vs_model"] = round(tracker_ms / model_ms, 4)
-        line += "; model {:.2f} ms/frame ({:.1%} of it)".format(model_ms, tracker_ms / model_ms)
+        line += f"; model {model_ms:.2f} ms/frame ({tracker_ms / model_ms:.1%} of it)"
     if args.source:
         result["loops"] = loop_with_and_without(args.model, args.source, threads, args.loop_frames)
     if args.out:

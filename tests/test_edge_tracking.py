@@ -25,7 +25,7 @@ def walk(start, step, frames, **size):
     return [box_at(start[0] + i * step[0], start[1] + i * step[1], **size) for i in range(frames)]
 
 
-class Frame(object):
+class Frame:
     """The loop result fields the tracking stage reads (index, frame, boxes, scores, classes)."""
 
     image = np.zeros((H, W, 3), np.uint8)
@@ -131,7 +131,7 @@ def test_a_flickering_detection_neither_double_counts_nor_adds_people() -> None:
         score = 0.3 if i % 5 == 0 else 0.9
         frames.append([(list(np.asarray(box) + jitter), score)])
     stage, results = run(
-        frames, lines=["0,{0},640,{0}".format(line_y)], zones=["0,250,640,250,640,480,0,480"]
+        frames, lines=[f"0,{line_y},640,{line_y}"], zones=["0,250,640,250,640,480,0,480"]
     )
     assert stage.tracker.unique == 1
     assert [e["dir"] for e in events(results, "cross")] == ["in"]
