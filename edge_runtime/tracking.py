@@ -94,9 +94,10 @@ def tracking_from_args(args, class_names, fps=None):
 
 
 def people_classes(class_names):
-    """Class indices that are people (every class when none is named so)."""
-    idx = [i for i, n in enumerate(class_names) if n.lower() in ("person", "pedestrian", "people")]
-    return np.array(idx if idx else range(len(class_names)), dtype=np.int64)
+    """A lookup [number of classes] -> is this class a person (all are when none is named so)."""
+    names = [n.lower() for n in class_names]
+    lookup = np.array([n in ("person", "pedestrian", "people") for n in names], dtype=bool)
+    return lookup if lookup.any() else np.ones(len(names), dtype=bool)
 
 
 class TrackingStage(object):
@@ -117,8 +118,8 @@ class TrackingStage(object):
             self.counter.resolve(w, h)
             self.size = (w, h)
         t = result.index / self.fps if self.fps else result.timestamp
-        is_person = np.isin(np.asarray(result.classes).astype(np.int64), self.people)
-        rows = np.nonzero(is_person)[0]
+        classes = np.asarray(result.classes).astype(np.int64)
+        rows = np.nonzero(self.people[classes])[0]
         ids = np.full(len(result.boxes), -1, dtype=np.int64)
         ids[rows] = self.tracker.update(result.boxes[rows], result.scores[rows])
         boxes = self.tracker.boxes()
@@ -166,6 +167,8 @@ class TrackingStage(object):
                 "match_iou": self.tracker.match_iou,
                 "min_hits": self.tracker.min_hits,
                 "max_misses": self.tracker.max_misses,
+                "buffer": self.tracker.buffer,
+                "wide": self.tracker.wide,
             },
         }
         out.update(self.counter.summary())
