@@ -9,7 +9,14 @@ import pytest
 
 from edge_runtime.counting import Counter, parse_line, parse_shapes, parse_zone
 from edge_runtime.errors import EdgeError
-from edge_runtime.track import Tracker, greedy_match, iou_matrix
+from edge_runtime.track import (
+    STD_POSITION,
+    STD_VELOCITY,
+    KalmanBoxes,
+    Tracker,
+    greedy_match,
+    iou_matrix,
+)
 from edge_runtime.tracking import TrackingStage
 
 W, H = 640, 480
@@ -228,3 +235,39 @@ def test_specs_in_pixels_fractions_and_names() -> None:
         parse_shapes(["a=0,0,1,1"], ["a=0,0,1,0,1,1"])
     with pytest.raises(EdgeError, match=r"point \(700, 50\) is outside the 640x480 frame"):
         parse_line("door=10,50,700,50").resolve(W, H)
+
+
+def textbook_kalman(z_seq, seen):
+    """The 8x8 matrix Kalman filter (F, Q, H, R written out) on one box, for comparison."""
+    f = np.eye(8)
+    f[:4, 4:] = np.eye(4)
+    h = np.eye(4, 8)
+    z0 = np.asarray(z_seq[0], float)
+    scale = z0[[3, 3, 2, 3]]
+    x = np.concatenate([z0, np.zeros(4)])
+    p = np.diag(np.concatenate([(2 * STD_POSITION * scale) ** 2, (10 * STD_VELOCITY * scale) ** 2]))
+    for z, ok in zip(z_seq[1:], seen[1:]):
+        scale = x[[3, 3, 2, 3]]
+        q = np.diag(np.concatenate([(STD_POSITION * scale) ** 2, (STD_VELOCITY * scale) ** 2]))
+        x, p = f.dot(x), f.dot(p).dot(f.T) + q
+        x[2:4] = np.maximum(x[2:4], 1.0)
+        if ok:
+            r = np.diag((STD_POSITION * x[[3, 3, 2, 3]]) ** 2)
+            k = p.dot(h.T).dot(np.linalg.inv(h.dot(p).dot(h.T) + r))
+            x, p = x + k.dot(np.asarray(z, float) - h.dot(x)), p - k.dot(h).dot(p)
+    return x, p
+
+
+def test_the_blockwise_kalman_filter_equals_the_textbook_one() -> None:
+    rng = np.random.RandomState(3)
+    z_seq = [[100 + 3 * i, 200 + i, 40, 100 + 0.5 * i] + rng.normal(0, 2, 4) for i in range(25)]
+    seen = [True] * 10 + [False] * 5 + [True] * 10  # a gap: predictions only
+    kf = KalmanBoxes()
+    kf.add(np.array([z_seq[0]]))
+    for z, ok in zip(z_seq[1:], seen[1:]):
+        kf.predict()
+        if ok:
+            kf.update(np.array([0]), np.array([z]))
+    x, p = textbook_kalman(z_seq, seen)
+    np.testing.assert_allclose(kf.mean[0], x, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(kf.covariance()[0], p, rtol=1e-9, atol=1e-9)
