@@ -99,6 +99,7 @@ class Zone(Shape):
         Shape.__init__(self, name, values, spec)
         self.entries = self.exits = 0
         self.since = {}  # track id -> time it entered (inside now)
+        self.seen = {}  # track id -> last time its foot point was seen inside
         self.dwell = {}  # track id -> seconds inside over all its visits
         self.visits = []  # seconds of every finished visit
         self.times = collections.deque()
@@ -217,7 +218,8 @@ class Counter(object):
             for tid, d in zip(ids, distances):
                 self._zone_step(zi, zone, tid, d, t, events)
             for tid in [i for i in zone.since if i not in alive]:
-                self._leave(zi, zone, tid, t, events, "lost")
+                # a track ends `max_misses` frames after it was last seen: it left back then
+                self._leave(zi, zone, tid, zone.seen[tid], events, "lost")
         for key in [k for k in self.line_state if k[1] not in alive]:
             del self.line_state[key]
         self._trim(t)
@@ -244,8 +246,10 @@ class Counter(object):
     def _zone_step(self, zi, zone, tid, d, t, events):
         side = _side(d, self.margin)
         inside = tid in zone.since
+        if side >= 0 and inside:
+            zone.seen[tid] = t
         if side > 0 and not inside:
-            zone.since[tid] = t
+            zone.since[tid] = zone.seen[tid] = t
             zone.entries += 1
             zone.times.append(t)
             events.append({"type": "enter", "zone": zone.name, "id": int(tid)})
@@ -254,6 +258,7 @@ class Counter(object):
 
     def _leave(self, zi, zone, tid, t, events, why):
         visit = t - zone.since.pop(tid)
+        del zone.seen[tid]
         zone.exits += 1
         zone.visits.append(visit)
         zone.dwell[tid] = zone.dwell.get(tid, 0.0) + visit

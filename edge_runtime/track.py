@@ -179,13 +179,12 @@ class KalmanBoxes(object):
 
 
 class Track(object):
-    """One tracked person: `id` (0 while tentative), hits, misses, last score and observed box."""
+    """One tracked person: `id` (0 while tentative), matches so far, frames since the last."""
 
-    __slots__ = ("id", "hits", "misses", "score", "observed")
+    __slots__ = ("id", "hits", "misses")
 
-    def __init__(self, score, observed):
+    def __init__(self):
         self.id, self.hits, self.misses = 0, 1, 0
-        self.score, self.observed = score, observed
 
     @property
     def confirmed(self):
@@ -292,13 +291,10 @@ class Tracker(object):
 
         hit = np.zeros(len(self.tracks), dtype=bool)
         hit[matched_rows] = True
-        score_list = scores.tolist()
         for r, d in zip(matched_rows.tolist(), matched_dets.tolist()):
             t = self.tracks[r]
             t.hits += 1
             t.misses = 0
-            t.score = score_list[d]
-            t.observed = boxes[d]
             if not t.confirmed and t.hits >= self.min_hits:
                 t.id = self.next_id
                 self.next_id += 1
@@ -318,7 +314,7 @@ class Tracker(object):
         if len(new_dets):
             self.kf.add(xyxy_to_z(boxes[new_dets]))
             for d in new_dets.tolist():
-                t = Track(score_list[d], boxes[d])
+                t = Track()
                 if self.min_hits <= 1:
                     t.id = self.next_id
                     self.next_id += 1

@@ -163,6 +163,8 @@ def test_a_track_that_dies_inside_a_zone_leaves_it() -> None:
     stage, results = run(frames_of(path), zones=["100,200,500,200,500,400,100,400"], max_misses=5)
     leave = events(results, "leave")
     assert len(leave) == 1 and leave[0]["why"] == "lost"
+    # confirmed at frame 2, last seen at frame 19 (10 FPS): the hidden frames do not count
+    assert leave[0]["dwell_s"] == pytest.approx(1.7)
     assert stage.summary()["zones"]["zone1"]["inside"] == 0
 
 
