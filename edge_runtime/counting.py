@@ -72,7 +72,7 @@ class Line(Shape):
 
     def __init__(self, name, values, spec):
         Shape.__init__(self, name, values, spec)
-        self.inside = self.outside = 0
+        self.n_in = self.n_out = 0
         self.times = {"in": collections.deque(), "out": collections.deque()}
 
     def signed_distances(self, points):
@@ -192,7 +192,7 @@ class Counter(object):
     def __init__(self, lines=(), zones=(), margin=3.0, rate_window_s=60.0):
         self.lines, self.zones = list(lines), list(zones)
         self.margin, self.window = float(margin), float(rate_window_s)
-        self.line_state = {}  # (line index, track id) -> (side, point)
+        self.line_state = {}  # (line index, track id) -> (side, point, distance) last off-line
         self.t0 = self.t = None
 
     def resolve(self, width, height):
@@ -213,13 +213,13 @@ class Counter(object):
             distances = line.signed_distances(points).tolist()
             for tid, point, d in zip(ids, point_list, distances):
                 self._line_step(li, line, tid, point, d, t, events)
-        for zi, zone in enumerate(self.zones):
+        for zone in self.zones:
             distances = zone.signed_distances(points).tolist()
             for tid, d in zip(ids, distances):
-                self._zone_step(zi, zone, tid, d, t, events)
+                self._zone_step(zone, tid, d, t, events)
             for tid in [i for i in zone.since if i not in alive]:
                 # a track ends `max_misses` frames after it was last seen: it left back then
-                self._leave(zi, zone, tid, zone.seen[tid], events, "lost")
+                self._leave(zone, tid, zone.seen[tid], events, "lost")
         for key in [k for k in self.line_state if k[1] not in alive]:
             del self.line_state[key]
         self._trim(t)
@@ -237,13 +237,13 @@ class Counter(object):
             return  # went round the end of the segment
         direction = "in" if side > 0 else "out"
         if side > 0:
-            line.inside += 1
+            line.n_in += 1
         else:
-            line.outside += 1
+            line.n_out += 1
         line.times[direction].append(t)
         events.append({"type": "cross", "line": line.name, "dir": direction, "id": int(tid)})
 
-    def _zone_step(self, zi, zone, tid, d, t, events):
+    def _zone_step(self, zone, tid, d, t, events):
         side = _side(d, self.margin)
         inside = tid in zone.since
         if side >= 0 and inside:
@@ -254,9 +254,9 @@ class Counter(object):
             zone.times.append(t)
             events.append({"type": "enter", "zone": zone.name, "id": int(tid)})
         elif side < 0 and inside:
-            self._leave(zi, zone, tid, t, events, "walked out")
+            self._leave(zone, tid, t, events, "walked out")
 
-    def _leave(self, zi, zone, tid, t, events, why):
+    def _leave(self, zone, tid, t, events, why):
         visit = t - zone.since.pop(tid)
         del zone.seen[tid]
         zone.exits += 1
@@ -286,7 +286,7 @@ class Counter(object):
     def live(self):
         """The few figures a page or an overlay shows every frame."""
         return {
-            "lines": dict((line.name, [line.inside, line.outside]) for line in self.lines),
+            "lines": dict((line.name, [line.n_in, line.n_out]) for line in self.lines),
             "zones": dict((zone.name, len(zone.since)) for zone in self.zones),
         }
 
@@ -295,12 +295,12 @@ class Counter(object):
         lines = {}
         for line in self.lines:
             lines[line.name] = {
-                "in": line.inside,
-                "out": line.outside,
+                "in": line.n_in,
+                "out": line.n_out,
                 "in_last_window": len(line.times["in"]),
                 "out_last_window": len(line.times["out"]),
-                "in_per_min": self._avg_per_min(line.inside),
-                "out_per_min": self._avg_per_min(line.outside),
+                "in_per_min": self._avg_per_min(line.n_in),
+                "out_per_min": self._avg_per_min(line.n_out),
                 "points_px": np.round(line.points, 1).tolist() if line.points is not None else None,
             }
         zones = {}

@@ -108,7 +108,7 @@ class TrackingStage(object):
         self.people = people_classes(class_names)
         self.fps = float(fps) if fps else None
         self.trails = {}
-        self.history = collections.deque(maxlen=HISTORY_S)  # [second, most people in view]
+        self.history = collections.deque(maxlen=HISTORY_S)  # (second, most people in view)
         self.in_view_max, self.frames, self.size = 0, 0, None
 
     def update(self, result):
@@ -149,10 +149,11 @@ class TrackingStage(object):
         self.frames += 1
         self.in_view_max = max(self.in_view_max, in_view)
         second = int(t)
+        # tuples: the MJPEG thread may be serialising a copy of this history right now
         if self.history and self.history[-1][0] == second:
-            self.history[-1][1] = max(self.history[-1][1], in_view)
+            self.history[-1] = (second, max(self.history[-1][1], in_view))
         else:
-            self.history.append([second, in_view])
+            self.history.append((second, in_view))
 
     def summary(self):
         """The "counting" part of the stats JSON."""
