@@ -170,7 +170,7 @@ def main(args):
         nms_iou=args.nms,
         **options,
     )
-    source = source_from_args(args)
+    source = source_from_args(args, detector.meta)
     stop = threading.Event()
     try:
         outputs = build_outputs(args, detector, source, stop)
