@@ -11,7 +11,8 @@ NANOPRUNE_ASSETS ?= ./assets
 # What runs on the Nano (Python 3.6, no torch): vermin holds these to 3.6.
 DEVICE_PY := edge_runtime export/__init__.py export/__main__.py export/bundle.py export/trt \
 	benchmarks/__init__.py benchmarks/__main__.py benchmarks/latency.py benchmarks/loop.py \
-	benchmarks/stats.py benchmarks/environment.py benchmarks/video.py docker/entrypoint.py
+	benchmarks/stats.py benchmarks/environment.py benchmarks/video.py benchmarks/power.py \
+	docker/entrypoint.py
 export NANOPRUNE_ASSETS
 
 .PHONY: setup setup-dev test lint format assets prune-yolo prune-ssd export bench clean help
