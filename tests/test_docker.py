@@ -105,6 +105,15 @@ def test_jetson_image_builds_on_r32_7_1_bases():
     assert "HEALTHCHECK" in runtime and "USER 1000" in runtime
 
 
+def test_workstation_image_pairs_torch_with_its_cuda():
+    text = (DOCKER / "Dockerfile.workstation").read_text()
+    assert "ARG BASE_IMAGE=nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04" in text
+    # no silent fallback to another CUDA build: the build checks torch against the base
+    assert "torch.version.cuda == base" in text and "CUDA_VERSION" in text
+    # Ubuntu 24.04's own uid-1000 user goes before ours is created
+    assert text.index("userdel --remove") < text.index("useradd --create-home --uid 1000")
+
+
 def test_jetson_image_copies_only_device_code():
     text = (DOCKER / "Dockerfile.jetson").read_text()
     copied = copied_files()
