@@ -142,9 +142,9 @@ def with_throughput(power, fps):
 
 def describe(power):
     """One line for a summary: 'power: 4.62 W mean (POM_5V_IN), 5.41 FPS/W, 185 mJ/frame'."""
-    if not power or not power.get("measured"):
+    if not power or not power.get("measured") or not power.get("total"):
         return NOT_MEASURED
-    total = power.get("total") or {}
+    total = power["total"]
     parts = [
         "power: {:.2f} W mean, {:.2f} W peak ({})".format(
             total.get("mean_w", 0.0), total.get("peak_w", 0.0), power.get("total_rail")
