@@ -12,6 +12,7 @@ NANOPRUNE_ASSETS ?= ./assets
 DEVICE_PY := edge_runtime export/__init__.py export/__main__.py export/bundle.py export/trt \
 	benchmarks/__init__.py benchmarks/__main__.py benchmarks/latency.py benchmarks/loop.py \
 	benchmarks/stats.py benchmarks/environment.py benchmarks/video.py benchmarks/tracking.py \
+	benchmarks/power.py \
 	docker/entrypoint.py
 export NANOPRUNE_ASSETS
 

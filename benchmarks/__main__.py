@@ -1,7 +1,7 @@
 """`python -m benchmarks <verb> ...`: measure, compare and show detector speed.
 
 Each verb is a module with `get_args_parser()` and `main(args)`, imported only when it runs.
-`latency`, `loop` and `tracking` also run on the Jetson (Python 3.6, no torch); `run`, `hog`, `report`
+`latency`, `loop`, `tracking` and `power` also run on the Jetson (Python 3.6, no torch); `run`, `hog`, `report`
 and `compare` are host-side. This file stays Python 3.6 syntax so the device can use it.
 """
 
@@ -20,6 +20,7 @@ VERBS = {
     "run": ("benchmarks.run", "benchmark a pipeline run folder: models, unpruned peer, HOG peer"),
     "report": ("benchmarks.report", "Markdown + self-contained HTML report of a run folder"),
     "compare": ("benchmarks.compare", "speed-up / AP-delta table across benchmark JSONs"),
+    "power": ("benchmarks.power", "summarise a tegrastats log: watts per rail, temperatures"),
 }
 
 

@@ -13,6 +13,9 @@ import socket
 import subprocess
 import sys
 
+from edge_runtime import device
+from edge_runtime.device import parse_jetson_clocks, parse_nvpmodel  # noqa: F401
+
 # The fields that change a measured speed: compare warns when any of them differ.
 COMPARABLE_KEYS = ("device", "cpu_model", "gpu", "power_mode", "backend", "threads")
 
@@ -80,39 +83,12 @@ def gpus():
     return out
 
 
-def parse_nvpmodel(text):
-    """`nvpmodel -q` output ('NV Power Mode: MAXN\\n0') -> {"name": "MAXN", "id": 0}."""
-    if not text:
-        return None
-    m = re.search(r"Power Mode:\s*(\S+)", text)
-    ids = re.findall(r"^\s*(\d+)\s*$", text, re.M)
-    return {"name": m.group(1) if m else None, "id": int(ids[-1]) if ids else None}
-
-
-def parse_jetson_clocks(text):
-    """`jetson_clocks --show` -> {"cpu": [...lines], "gpu": line, "emc": line}."""
-    if not text:
-        return None
-    out = {"cpu": [line.strip() for line in text.splitlines() if re.match(r"\s*cpu\d+:", line)]}
-    for key in ("GPU", "EMC"):
-        m = re.search(rf"^{key}\s.*$", text, re.M)
-        if m:
-            out[key.lower()] = m.group(0).strip()
-    return out
-
-
 def jetson():
-    """L4T release, board model, power mode and clocks; None when not on a Jetson."""
-    release = _read("/etc/nv_tegra_release")
-    model = _read("/proc/device-tree/model")
-    if not release and not (model and "jetson" in model.lower()):
-        return None
-    info = {"model": model, "l4t": release.splitlines()[0] if release else None}
-    info["power_mode"] = parse_nvpmodel(_run(["nvpmodel", "-q"]))
-    # `jetson_clocks --show` needs root; without it the record says so instead of guessing.
-    clocks = _run(["jetson_clocks", "--show"]) or _run(["sudo", "-n", "jetson_clocks", "--show"])
-    info["clocks"] = parse_jetson_clocks(clocks) if clocks else "unavailable (run as root)"
-    return info
+    """L4T release, board model, power mode and clocks; None when not on a Jetson.
+
+    In the container the host's `nvpmodel -q` / `jetson_clocks --show` and board model come
+    through NANOPRUNE_DEVICE_FACTS (edge_runtime.device)."""
+    return device.facts()
 
 
 def _version(module_name):

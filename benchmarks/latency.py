@@ -19,6 +19,7 @@ import numpy as np
 
 from benchmarks import environment
 from benchmarks.stats import round_robin_orders, speedup, summarize
+from edge_runtime.power import PowerSampler, describe
 from export.bundle import atomic_write_json, sha256_file
 
 MODES = ("infer", "detect")
@@ -186,13 +187,16 @@ def measure_models(
         models.append(m)
     orders = round_robin_orders(len(models), iterations)
     clock = time.perf_counter
-    for it, order in enumerate(orders):
-        for idx in order:
-            t0 = clock()
-            models[idx].call()
-            models[idx].times.append(clock() - t0)
-        if progress:
-            progress(it + 1, iterations)
+    # One power record for the interleaved run: models alternate faster than any sampler can
+    # tell apart, so per-model watts come from `benchmarks loop`, which runs them in turn.
+    with PowerSampler() as sampler:
+        for it, order in enumerate(orders):
+            for idx in order:
+                t0 = clock()
+                models[idx].call()
+                models[idx].times.append(clock() - t0)
+            if progress:
+                progress(it + 1, iterations)
     _, peak = rss_mb()
     records = [m.record() for m in models]
     base = records[0]
@@ -216,6 +220,7 @@ def measure_models(
         "frame_shape": list(frame.shape),
         "peak_rss_mb": peak,
         "environment": environment.collect(backend=backend, threads=threads),
+        "power": sampler.summary(),
         "models": records,
     }
 
@@ -234,6 +239,7 @@ def format_summary(result):
             )
         )
     env = result["environment"]
+    lines.append(describe(result.get("power")) + " (all models, interleaved)")
     lines.append(
         "{} | backend {} | {} threads | power mode {} | {} x {} iterations ({})".format(
             env.get("device"),

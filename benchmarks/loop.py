@@ -12,6 +12,7 @@ import sys
 import time
 
 from benchmarks import environment
+from edge_runtime.power import describe
 from export.bundle import atomic_write_json
 
 SKIP_FRAMES = 5  # frames run before the measured pass: engine warm-up, caches, decoder start
@@ -37,6 +38,7 @@ def measure_loop(
     """
     from edge_runtime.detector import BundleDetector
     from edge_runtime.pipeline import run_loop
+    from edge_runtime.power import PowerSampler, with_throughput
     from edge_runtime.sources import open_source
 
     threads = int(threads) if threads else environment.usable_cores()
@@ -51,7 +53,10 @@ def measure_loop(
                 bench_frames=0,
                 handle_signals=False,
             )
-        stats = run_loop(detector, open_source(source), outputs=outputs, max_frames=max_frames)
+        # Power is sampled over the measured pass only, so FPS per watt pairs like with like.
+        with PowerSampler() as sampler:
+            stats = run_loop(detector, open_source(source), outputs=outputs, max_frames=max_frames)
+        stats["power"] = with_throughput(sampler.summary(), stats.get("loop_fps"))
         stats["runtime"] = detector.describe()
     finally:
         detector.close()
@@ -124,6 +129,10 @@ def format_summary(result):
         for s in stages:
             row += " {:>11}".format(_num((m.get("stages") or {}).get(s, {}).get("mean_ms")))
         lines.append(row)
+    for m in result["models"]:
+        lines.append("{:<24} {}".format(m["name"][:24], describe(m.get("power"))))
+    mode = (result.get("environment") or {}).get("power_mode") or "-"
+    lines.append(f"power mode {mode}")
     return "\n".join(lines)
 
 

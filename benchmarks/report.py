@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import plots
+from edge_runtime.power import NOT_MEASURED
+from edge_runtime.power import describe as describe_power
 
 BENCH_DIR = "benchmarks"  # where `python -m benchmarks run` writes (benchmarks.run.OUT_DIR)
 
@@ -288,6 +290,11 @@ def build(run: Path) -> dict[str, Any]:
         sections.append((f"Extra measurement: {name}", _extra_table(data)))
     if env:
         power = env.get("power_mode") or "-"
+        watts = [
+            f"{r['name']}: {describe_power(r['loop'].get('power'))}"
+            for r in rows
+            if r.get("loop") and (r["loop"].get("power") or {}).get("measured")
+        ]
         sections.append(
             (
                 "Environment",
@@ -314,6 +321,10 @@ def build(run: Path) -> dict[str, Any]:
                             str((env.get("libraries") or {}).get("python")),
                         ]
                     ],
+                )
+                + "\n\n"
+                + (
+                    "; ".join(watts) if watts else NOT_MEASURED + " (no tegrastats or INA3221 here)"
                 ),
             )
         )
@@ -326,9 +337,26 @@ def build(run: Path) -> dict[str, Any]:
     }
 
 
+def _power_cells(power: dict[str, Any] | None) -> list[Any]:
+    """Mean watts, FPS per watt, mJ per frame: dashes where nothing was measured."""
+    if not power or not power.get("measured"):
+        return ["-", "-", "-"]
+    return [
+        (power.get("total") or {}).get("mean_w"),
+        power.get("fps_per_watt"),
+        power.get("mj_per_frame"),
+    ]
+
+
 def _extra_table(data: dict[str, Any]) -> str:
     env = data.get("environment") or {}
     head = f"{env.get('device')}, backend {data.get('backend')}, {data.get('threads')} threads, power mode {env.get('power_mode') or '-'}"
+    if data["kind"] == "latency":
+        head += f"; {describe_power(data.get('power'))} (all models, interleaved)"
+    else:
+        measured = [m for m in data.get("models", []) if (m.get("power") or {}).get("measured")]
+        if not measured:
+            head += f"; {NOT_MEASURED}"
     if data["kind"] == "latency":
         rows = [
             [
@@ -348,9 +376,16 @@ def _extra_table(data: dict[str, Any]) -> str:
         )
     rows = [
         [m.get("name"), m.get("loop_fps"), (m.get("model_only") or {}).get("fps"), m.get("frames")]
+        + _power_cells(m.get("power"))
         for m in data.get("models", [])
     ]
-    return head + "\n\n" + _md_generic(["model", "loop FPS", "model-only FPS", "frames"], rows)
+    return (
+        head
+        + "\n\n"
+        + _md_generic(
+            ["model", "loop FPS", "model-only FPS", "frames", "mean W", "FPS/W", "mJ/frame"], rows
+        )
+    )
 
 
 FIGURE_TITLES = {

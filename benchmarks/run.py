@@ -353,6 +353,7 @@ def _loop_row(stats: dict[str, Any] | None) -> dict[str, Any] | None:
         "loop_fps": stats.get("loop_fps"),
         "model_fps": (stats.get("model_only") or {}).get("fps"),
         "stages": {k: v.get("mean_ms") for k, v in (stats.get("stages") or {}).items()},
+        "power": stats.get("power"),
     }
 
 

@@ -13,12 +13,18 @@ overridable by the flag of the same name:
     NANOPRUNE_SOURCE         csi://0              camera, /dev/videoN, rtsp://..., or a video file
     NANOPRUNE_BACKEND        auto                 auto = trt when TensorRT imports, else ort
     NANOPRUNE_ENGINE_CACHE   /engines             engine cache (a volume: built once per device)
-    NANOPRUNE_PRECISION      fp16                 the Nano (sm_53) has no INT8
+    NANOPRUNE_PRECISION      fp16                 fp16 or fp32: the Nano (sm_53) has no fast INT8
     NANOPRUNE_WORKSPACE_MIB  256                  builder workspace that fits a 4 GB Nano
-    NANOPRUNE_HTTP           0.0.0.0:8080         MJPEG page + /stats.json ("" = off)
+    NANOPRUNE_HTTP           0.0.0.0:8080         MJPEG page + /stats.json ("" = off); the host
+                                                  publishes it on 127.0.0.1 unless run-jetson.sh --lan
     NANOPRUNE_REPORTS        /reports             loop stats and benchmark JSONs
     NANOPRUNE_MAX_FRAMES     (unset)              stop after N frames
     NANOPRUNE_THREADS        (unset)              onnxruntime threads (ort backend)
+
+The engine is built in a child process (`python -m export engine`): TensorRT's builder takes
+the CUDA primary context and keeps its memory until the process ends, so building in the loop's
+own process would leave the loop's buffers beside a builder's leftovers on a 4 GB Nano. The
+loop then holds one context (edge_runtime.cuda_memory shares the primary one).
 
 Python 3.6, torch-free: it runs in the L4T image, and here outside Docker against onnxruntime.
 """
@@ -26,6 +32,7 @@ Python 3.6, torch-free: it runs in the L4T image, and here outside Docker agains
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -35,6 +42,12 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 MODES = ("run", "engine", "bench", "healthcheck")
+PRECISIONS = ("fp16", "fp32")
+INT8_ON_NANO = (
+    "NANOPRUNE_PRECISION=int8: the Jetson Nano's Maxwell GPU (sm_53) has no fast INT8 "
+    "(TensorRT's platform_has_fast_int8 is False there), so this image builds fp16 engines; "
+    "set NANOPRUNE_PRECISION=fp16"
+)
 ENGINE_SUFFIXES = (".plan", ".engine", ".trt")
 DEFAULTS = {
     "model": "/models/model.onnx",
@@ -103,21 +116,59 @@ def check_model(path):
         raise EntrypointError(f"{path}: {exc}") from exc
 
 
-def engine_for(args, onnx=None, log=print):
-    """Build or reuse the cached engine for a bundle (default: the model); the engine's path."""
+def check_precision(precision):
+    if precision == "int8":
+        raise EntrypointError(INT8_ON_NANO)
+    if precision not in PRECISIONS:
+        raise EntrypointError(
+            f"NANOPRUNE_PRECISION={precision!r}: expected one of {', '.join(PRECISIONS)}"
+        )
+
+
+def engine_command(args, onnx):
+    """The child process that builds (or finds) the cached engine: `python -m export engine`."""
+    return [
+        sys.executable,
+        "-m",
+        "export",
+        "engine",
+        onnx,
+        "--cache-dir",
+        args.engine_cache,
+        "--" + args.precision,
+        "--workspace-mib",
+        str(int(args.workspace_mib)),
+    ]
+
+
+def engine_for(args, onnx=None, log=print, command=engine_command):
+    """Build or reuse the cached engine for a bundle (default: the model) in a child process,
+    so that the builder's CUDA context and memory go with it; the engine's path."""
     onnx = onnx or args.model
     if onnx.lower().endswith(ENGINE_SUFFIXES):
         return onnx
-    from export.trt.cache import get_or_build_engine
-
     start = time.time()
-    path = get_or_build_engine(
-        onnx,
-        args.engine_cache,
-        precision=args.precision,
-        workspace_mib=int(args.workspace_mib),
-        log=log,
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
     )
+    proc = subprocess.Popen(
+        command(args, onnx),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        universal_newlines=True,
+        cwd=ROOT,
+        env=env,
+    )
+    path, last = None, ""
+    for line in proc.stdout:  # the builder's progress, as it comes
+        line = line.rstrip("\n")
+        log(line)
+        if line.strip():
+            last = line.strip()
+        if line.startswith("engine: "):
+            path = line[len("engine: ") :].strip()
+    if proc.wait() != 0 or not path:
+        raise EntrypointError(f"{onnx}: the engine build failed ({last or 'no output'})")
     log(f"engine ready in {time.time() - start:.1f} s: {path}")
     return path
 
@@ -192,6 +243,7 @@ def main(argv=None):
     if args.mode == "healthcheck":
         return healthcheck(args.http)
     try:
+        check_precision(args.precision)
         meta = check_model(args.model)
         backend = pick_backend(args)
         print(
@@ -207,6 +259,8 @@ def main(argv=None):
             os.makedirs(args.reports)
         model = args.model
         if backend == "trt":
+            if args.dry_run and not model.lower().endswith(ENGINE_SUFFIXES):
+                print(" ".join(engine_command(args, model)))
             model = args.model if args.dry_run else engine_for(args)
         if args.mode == "engine":
             return 0

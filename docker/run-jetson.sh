@@ -9,17 +9,20 @@
 # Options:
 #   --model FILE      ONNX bundle from `make export` (its folder is mounted read-only at /models)
 #   --baseline FILE   with --bench: the unpruned bundle, timed A/B against --model
-#   --source URI      csi://N (default csi://0), /dev/videoN, rtsp://..., or a video file
-#   --port N          host port of the MJPEG page http://<nano>:N/ (default 8080)
+#   --source URI      csi://N (default csi://0), /dev/videoN or N (USB), rtsp://..., or a video file
+#   --port N          host port of the MJPEG page (default 8080), published on 127.0.0.1 only
+#   --lan             publish the MJPEG page on every interface: http://<nano-ip>:N/ (no login!)
 #   --engines DIR     engine cache volume (default ~/.cache/nanoprune/engines): built once
 #   --reports DIR     loop stats and benchmark JSONs (default ./reports)
 #   --display         show a window on the Nano's display (X11)
 #   --bench           measure latency + loop FPS instead of running live (needs a file source)
 #   --engine-only     build (or find) the engine and exit
 #   --image NAME      image (default $IMAGE or nanoprune-jetson:latest)
+#   --no-tegrastats   do not record the host's tegrastats into the reports folder
 #   --dry-run         print the docker command, run nothing
 #   -- ARGS           more flags for `python -m edge_runtime run` (e.g. -- --conf 0.4)
 set -euo pipefail
+shopt -s extglob
 
 IMAGE="${IMAGE:-nanoprune-jetson:latest}"
 MODEL=""
@@ -31,6 +34,8 @@ REPORTS="${PWD}/reports"
 DISPLAY_WINDOW=0
 MODE=run
 DRY_RUN=0
+LAN=0
+TEGRASTATS=1
 EXTRA=()
 
 die() { echo "run-jetson.sh: $*" >&2; exit 2; }
@@ -47,9 +52,11 @@ while [[ $# -gt 0 ]]; do
         --bench) MODE=bench; shift ;;
         --engine-only) MODE=engine; shift ;;
         --image) IMAGE="${2:?}"; shift 2 ;;
+        --lan) LAN=1; shift ;;
+        --no-tegrastats) TEGRASTATS=0; shift ;;
         --dry-run) DRY_RUN=1; shift ;;
         --) shift; EXTRA=("$@"); break ;;
-        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
@@ -60,9 +67,18 @@ done
 MODEL_DIR="$(cd "$(dirname "$MODEL")" && pwd)"
 MODEL_NAME="$(basename "$MODEL")"
 
+if [[ "$DRY_RUN" == 0 && ! -e /etc/nv_tegra_release ]]; then
+    die "no /etc/nv_tegra_release: this is not a Jetson (run it on the Nano, or use --dry-run)"
+fi
+
+# The RTSP hardware-decoder path and the reports read the L4T release; /proc/device-tree/model
+# is masked in a container and nvpmodel / jetson_clocks need the host, so their output goes in
+# as files (dusty-nv/jetson-containers' run.sh mounts nv_tegra_release and the model the same way).
 ARGS=(docker run --rm --init --name nanoprune --runtime nvidia
       -v "${MODEL_DIR}:/models:ro" -e "NANOPRUNE_MODEL=/models/${MODEL_NAME}"
-      -v "${ENGINES}:/engines" -v "${REPORTS}:/reports")
+      -v "${ENGINES}:/engines" -v "${REPORTS}:/reports"
+      -v /etc/nv_tegra_release:/etc/nv_tegra_release:ro
+      -e "NANOPRUNE_DEVICE_FACTS=/reports/device")
 if [[ -n "$BASELINE" ]]; then
     [[ -f "$BASELINE" ]] || die "baseline $BASELINE not found"
     BASE_DIR="$(cd "$(dirname "$BASELINE")" && pwd)"
@@ -76,6 +92,9 @@ case "$SOURCE" in
         ARGS+=(-v /tmp/argus_socket:/tmp/argus_socket) ;;
     /dev/video*|v4l2:///dev/video*)
         ARGS+=(--device "${SOURCE#v4l2://}") ;;
+    +([0-9]))
+        # a bare index is what the runtime opens as /dev/videoN
+        ARGS+=(--device "/dev/video${SOURCE}") ;;
     *://*) ;;  # rtsp/http/gst: nothing to mount
     *)
         [[ -e "$SOURCE" ]] || die "source $SOURCE is neither a camera URI nor an existing file"
@@ -86,7 +105,10 @@ esac
 ARGS+=(-e "NANOPRUNE_SOURCE=${SOURCE}")
 
 if [[ "$MODE" == run ]]; then
-    ARGS+=(-p "${PORT}:8080" -e "NANOPRUNE_HTTP=0.0.0.0:8080")
+    # Inside, the server listens on all of the container's interfaces so that Docker can
+    # forward to it; what the host exposes is decided here: loopback unless --lan.
+    if [[ "$LAN" == 1 ]]; then PUBLISH="${PORT}:8080"; else PUBLISH="127.0.0.1:${PORT}:8080"; fi
+    ARGS+=(-p "$PUBLISH" -e "NANOPRUNE_HTTP=0.0.0.0:8080")
 else
     ARGS+=(-e "NANOPRUNE_HTTP=")
 fi
@@ -101,9 +123,30 @@ if [[ "$DRY_RUN" == 1 ]]; then
     printf '%q ' "${ARGS[@]}"; echo
     exit 0
 fi
-mkdir -p "$ENGINES" "$REPORTS"
+mkdir -p "$ENGINES" "$REPORTS/device"
+tr -d '\0' < /proc/device-tree/model > "$REPORTS/device/model" 2>/dev/null || true
+nvpmodel -q > "$REPORTS/device/nvpmodel" 2>&1 || true
+# --show needs root: sudo -n asks for no password, and the report says "unavailable" without it.
+{ jetson_clocks --show 2>/dev/null || sudo -n jetson_clocks --show 2>/dev/null; } \
+    > "$REPORTS/device/jetson_clocks" || true
 if [[ "$DISPLAY_WINDOW" == 1 ]] && command -v xhost >/dev/null; then
     xhost +local: >/dev/null
 fi
-[[ "$MODE" == run ]] && echo "live view: http://$(hostname -I 2>/dev/null | awk '{print $1}'):${PORT}/"
-exec "${ARGS[@]}"
+if [[ "$MODE" == run ]]; then
+    if [[ "$LAN" == 1 ]]; then
+        echo "live view: http://$(hostname -I 2>/dev/null | awk '{print $1}'):${PORT}/ (open to the LAN)"
+    else
+        echo "live view: http://127.0.0.1:${PORT}/ on the Nano; from another machine: ssh -L ${PORT}:127.0.0.1:${PORT} $(whoami)@<nano-ip>"
+    fi
+fi
+if [[ "$TEGRASTATS" == 1 ]] && command -v tegrastats >/dev/null; then
+    # The host's tegrastats sees GPU load and clocks the container cannot: kept beside the
+    # stats for `python -m benchmarks power FILE`.
+    LOG="$REPORTS/tegrastats-$(date +%Y%m%d-%H%M%S).log"
+    tegrastats --interval 1000 --logfile "$LOG" &
+    TEGRA_PID=$!
+    trap 'kill "$TEGRA_PID" 2>/dev/null || true; echo "tegrastats log: $LOG"' EXIT
+    "${ARGS[@]}"
+else
+    exec "${ARGS[@]}"
+fi

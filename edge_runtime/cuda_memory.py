@@ -2,8 +2,10 @@
 
 Both offer the same small interface: host(shape, dtype), device(nbytes), address(dev),
 to_device, to_host, synchronize, push/pop of the CUDA context, close, and `gpu_name`.
-The context is created current (as pycuda's make_context does); the backend pops it after
-loading and pushes it around every call, since the loop's inference thread is another thread.
+pycuda takes the device's primary context, the one the CUDA runtime (and so TensorRT's builder
+and runtime) uses, instead of making its own: a process holds one CUDA context, which a 4 GB
+Nano notices (each context costs tens of MiB). The backend pops it after loading and pushes it
+around every call, since the loop's inference thread is another thread.
 """
 
 import numpy as np
@@ -20,7 +22,10 @@ class PycudaMemory(object):
 
         cuda.init()
         self.cuda = cuda
-        self.context = cuda.Device(device).make_context()  # current from here on
+        # Device.retain_primary_context (pycuda 2020.1+) returns the runtime's context, not
+        # current yet: push it so that it is current from here on, as make_context would be.
+        self.context = cuda.Device(device).retain_primary_context()
+        self.context.push()
         self.stream = cuda.Stream()
         self.stream_handle = self.stream.handle
         self.gpu_name = cuda.Device(device).name()
@@ -50,7 +55,7 @@ class PycudaMemory(object):
         self.cuda.Context.pop()
 
     def close(self):
-        self.context.detach()
+        self.context.detach()  # releases our hold on the primary context
 
 
 class CudaPythonMemory(object):
@@ -131,6 +136,6 @@ def open_memory():
                 )
             ) from exc
     raise ModelError(
-        "the TensorRT backend needs pycuda (`pip3 install 'pycuda<2021.1'` on the Nano) or "
+        "the TensorRT backend needs pycuda (`pip3 install pycuda==2022.1` on the Nano) or "
         "cuda-python ({})".format("; ".join(errors))
     )

