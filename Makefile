@@ -10,6 +10,7 @@ RUN ?= runs/$(basename $(notdir $(RECIPE)))
 NANOPRUNE_ASSETS ?= ./assets
 # What runs on the Nano (Python 3.6, no torch): vermin holds these to 3.6.
 DEVICE_PY := edge_runtime export/__init__.py export/__main__.py export/bundle.py export/trt \
+	export/user_errors.py \
 	benchmarks/__init__.py benchmarks/__main__.py benchmarks/latency.py benchmarks/loop.py \
 	benchmarks/stats.py benchmarks/environment.py benchmarks/video.py docker/entrypoint.py
 export NANOPRUNE_ASSETS

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from compress.io import atomic_write_text, publish, sha256_file
 from compress.paths import ENV_VAR, assets_root
+from export.user_errors import UserError
 
 DARKNET = (
     "https://raw.githubusercontent.com/pjreddie/darknet/f6afaabcdf85f77e7aff2ec55c020c0e297c77f9"
@@ -33,7 +34,7 @@ DARKNET = (
 HASH_RECORD = ".nanoprune-hashes.json"
 
 
-class AssetError(RuntimeError):
+class AssetError(UserError, RuntimeError):
     """A missing, unfetchable or corrupt asset; the message is one line saying what to do."""
 
 
