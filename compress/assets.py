@@ -382,8 +382,19 @@ def _extract(asset: Asset, archive: Path, base: Path) -> None:
             target = base / asset.relpath
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-            with os.fdopen(fd, "wb") as out, zf.open(asset.member) as src:
-                shutil.copyfileobj(src, out)
+            try:
+                with os.fdopen(fd, "wb") as out, zf.open(asset.member) as src:
+                    shutil.copyfileobj(src, out)
+            except (KeyError, zipfile.BadZipFile, OSError, EOFError) as exc:
+                Path(tmp).unlink(missing_ok=True)
+                reason = "is not in it" if isinstance(exc, KeyError) else f"cannot be read ({exc})"
+                raise AssetError(
+                    f"{asset.name}: {asset.member} in the archive from {asset.url} {reason}; "
+                    "nothing was kept"
+                ) from None
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
             publish(tmp, target)
             return
         # Extract into a sibling temp folder, then move each top-level entry into place, so

@@ -68,6 +68,12 @@ def get_args_parser():
         default=16,
         help="frames kept for the model-only FPS measured after the loop (0: skip)",
     )
+    parser.add_argument(
+        "--bench-seconds",
+        type=float,
+        default=3.0,
+        help="how long the model-only FPS is measured for (skipped after Ctrl-C / SIGTERM)",
+    )
     parser.add_argument("--quiet", action="store_true", help="print only the final summary")
     return parser
 
@@ -173,12 +179,21 @@ def main(args):
         max_frames=args.max_frames,
         queue_size=args.queue_size,
         bench_frames=args.bench_frames,
+        bench_min_s=args.bench_seconds,
         stop_event=stop,
     )
     stats["command"] = {k: v for k, v in sorted(vars(args).items())}
     if args.stats:
         atomic_write_json(args.stats, stats)
     print(summary_line(stats))
+    dropped = (stats.get("output_thread") or {}).get("dropped")
+    if dropped:
+        sys.stderr.write(
+            "warning: {} frame(s) not recorded/logged: the file outputs fell behind the loop "
+            "(their queue of {} was full)\n".format(dropped, stats["output_thread"]["queue_depth"])
+        )
+    if stats["source"].get("ended_early"):
+        sys.stderr.write("warning: {}\n".format(stats["source"]["ended_early"]))
     if not args.quiet and not args.stats:
         print(json.dumps(stats["stages"], sort_keys=True))
     return 0

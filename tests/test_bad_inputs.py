@@ -243,3 +243,24 @@ def test_eval_resize_flag_overrides_the_model(tmp_path):
         argv = ["eval", "--model", str(recipe), "--subset", "all", "--resize", mode]
         assert compress_main([*argv, "--out", str(out)]) == 0
         assert json.loads(out.read_text())["model"]["resize"] == mode
+
+
+def test_a_zip_member_that_fails_to_extract_leaves_no_part_file(tmp_path):
+    import zipfile
+
+    from compress.assets import Asset, AssetError, _extract
+
+    archive = tmp_path / "a.zip"
+    payload = bytes(range(256)) * 64
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("inner/model.weights", payload)
+    data = bytearray(archive.read_bytes())
+    at = bytes(data).index(payload[:64]) + 1000
+    data[at] ^= 0xFF  # one flipped byte: the member's CRC no longer matches
+    archive.write_bytes(bytes(data))
+    base = tmp_path / "assets"
+    for member, words in (("inner/model.weights", "cannot be read"), ("absent", "is not in it")):
+        asset = Asset("w", "darknet/m.weights", "https://x/a.zip", kind="zip-member", member=member)
+        with pytest.raises(AssetError, match=words):
+            _extract(asset, archive, base)
+        assert list((base / "darknet").iterdir()) == []  # no .part, no half file

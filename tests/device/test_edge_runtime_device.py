@@ -116,3 +116,23 @@ def test_info_and_the_whole_runtime_import_without_torch_or_onnx(bundle):
     proc = run_module("-c", code)
     assert proc.returncode == 0, proc.stderr
     assert str(tuple(sys.version_info[:2])) in proc.stdout
+
+
+def test_a_truncated_video_says_it_ended_before_its_header_frame_count(bundle, tmp_path):
+    video = write_video(tmp_path / "clip.avi", frames=40)
+    data = open(video, "rb").read()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: len(data) // 3])
+    whole = run_module(
+        "-m", "edge_runtime", "run", "--model", bundle("grid.onnx"), "--source", video,
+        "--backend", "ort", "--quiet",
+    )  # fmt: skip
+    assert whole.returncode == 0 and "ended after" not in whole.stderr
+    proc = run_module(
+        "-m", "edge_runtime", "run", "--model", bundle("grid.onnx"), "--source", str(cut),
+        "--backend", "ort", "--quiet",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    warning = [x for x in proc.stderr.splitlines() if x.startswith("warning: ")]
+    assert len(warning) == 1 and "cut.avi: the file ended after" in warning[0]
+    assert "of the 40 frames its header gives" in warning[0]
