@@ -264,3 +264,19 @@ def test_a_zip_member_that_fails_to_extract_leaves_no_part_file(tmp_path):
         with pytest.raises(AssetError, match=words):
             _extract(asset, archive, base)
         assert list((base / "darknet").iterdir()) == []  # no .part, no half file
+
+
+def test_bundles_are_named_after_the_recipe_and_stage(tmp_path):
+    import json
+
+    from export.onnx_export import bundle_name
+
+    run = tmp_path / "runs" / "yolov3-tiny-person"
+    (run / "base" / "model").mkdir(parents=True)
+    (run / "prune" / "cycle1" / "model").mkdir(parents=True)
+    (run / "recipe.json").write_text(json.dumps({"name": "yolov3-tiny-person"}))
+    assert bundle_name(run / "base" / "model") == "yolov3-tiny-person-base"
+    assert bundle_name(run / "prune" / "cycle1" / "model") == "yolov3-tiny-person-prune"
+    (tmp_path / "mine" / "model").mkdir(parents=True)
+    assert bundle_name(tmp_path / "mine" / "model") == "mine"
+    assert bundle_name(tmp_path / "mine") == "mine"
