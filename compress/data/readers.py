@@ -232,8 +232,11 @@ def parse_voc_annotation(
         raise DataError(f"{path}:{exc.position[0]}: not valid XML ({exc})") from None
     root = tree.getroot()
     size = root.find("size")
-    w = int(_xml_text(size, "width", path)) if size is not None else 0
-    h = int(_xml_text(size, "height", path)) if size is not None else 0
+    try:
+        w = int(float(_xml_text(size, "width", path))) if size is not None else 0
+        h = int(float(_xml_text(size, "height", path))) if size is not None else 0
+    except (ValueError, OverflowError):
+        raise DataError(f"{path}: <size> holds a non-number") from None
     lower = [c.lower() for c in classes]
     boxes, labels, difficult = [], [], []
     for obj in root.iter("object"):
@@ -247,7 +250,7 @@ def parse_voc_annotation(
             x1, y1, x2, y2 = (
                 float(_xml_text(bnd, k, path)) for k in ("xmin", "ymin", "xmax", "ymax")
             )
-        except ValueError:
+        except (ValueError, OverflowError):
             raise DataError(f"{path}: <bndbox> of {name!r} holds a non-number") from None
         # VOC pixels are 1-based and inclusive: xmin=1 is the left edge of the image.
         boxes.append([x1 - 1, y1 - 1, x2, y2])
@@ -323,22 +326,33 @@ def read_coco(cfg: dict[str, Any]) -> tuple[list[ImageRecord], list[str]]:
     except json.JSONDecodeError as exc:
         raise DataError(f"{ann_path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
     for key in ("images", "annotations", "categories"):
-        if key not in data:
+        if not isinstance(data, dict) or not isinstance(data.get(key), list):
             raise DataError(f"{ann_path}: COCO JSON needs a {key!r} list")
     classes = classes_of(cfg)
-    cats = {c["id"]: c["name"] for c in data["categories"]}
+    cats = {}
+    for i, c in enumerate(data["categories"]):
+        if not (isinstance(c, dict) and _is_id(c.get("id")) and isinstance(c.get("name"), str)):
+            raise DataError(f"{ann_path}: categories[{i}] needs an 'id' and a 'name': {c!r}")
+        cats[c["id"]] = c["name"]
     cat_ids = list(cats)
     cmap = {
         cat_ids[k]: v
         for k, v in _class_map([cats[i] for i in cat_ids], classes, str(ann_path)).items()
     }
-    by_image: dict[int, list[dict]] = {}
-    for a in data["annotations"]:
-        if a.get("category_id") in cmap:
-            by_image.setdefault(a["image_id"], []).append(a)
     records, problems = [], []
     bad = BadItems(cfg)
-    images = [im for im in data["images"] if isinstance(im, dict)]
+    by_image: dict[int, list[dict]] = {}
+    for i, a in enumerate(data["annotations"]):
+        if not isinstance(a, dict) or not _is_id(a.get("image_id")):
+            bad.errors.append(f"{ann_path}: annotations[{i}] is not an object with an image_id")
+        elif _is_id(a.get("category_id")) and a["category_id"] in cmap:
+            by_image.setdefault(a["image_id"], []).append(a)
+    images = []
+    for i, im in enumerate(data["images"]):
+        if isinstance(im, dict) and _is_id(im.get("id")):
+            images.append(im)
+        else:
+            bad.errors.append(f"{ann_path}: images[{i}] is not an object with an id")
     for im in sorted(images, key=lambda im: str(im.get("file_name"))):
         path = img_dir / str(im.get("file_name"))
         if not path.is_file():
@@ -349,6 +363,10 @@ def read_coco(cfg: dict[str, Any]) -> tuple[list[ImageRecord], list[str]]:
             records.append(item)
     bad.finish(ann_path, problems)
     return records, problems
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int | str) and not isinstance(value, bool)
 
 
 def _coco_record(
