@@ -280,3 +280,22 @@ def test_bundles_are_named_after_the_recipe_and_stage(tmp_path):
     (tmp_path / "mine" / "model").mkdir(parents=True)
     assert bundle_name(tmp_path / "mine" / "model") == "mine"
     assert bundle_name(tmp_path / "mine") == "mine"
+
+
+def test_engine_build_on_the_device_path_refuses_tensorrt_11_and_corrupt_onnx(tmp_path):
+    """What edge_runtime's TensorRT backend calls with its own tensorrt module."""
+    from export.bundle import BundleError
+    from export.trt.api import TensorRTUnavailable
+    from export.trt.builder import build_engine
+    from tests.test_trt_builder import make_bundle
+
+    good = make_bundle(tmp_path / "m.onnx")
+    trt11 = types.SimpleNamespace(__version__="11.0.0.1")
+    with pytest.raises(TensorRTUnavailable, match="TensorRT 11.0.0.1 is not supported"):
+        build_engine(good, tmp_path / "m.plan", trt=trt11, gpu="x")
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(BundleError, match="cut.onnx: not a readable ONNX file"):
+        build_engine(
+            cut, tmp_path / "m.plan", trt=types.SimpleNamespace(__version__="8.2.1"), gpu="x"
+        )

@@ -186,7 +186,7 @@ def build_engine(
         gpu: the GPU name written into the metadata (probed when None).
         trt: the tensorrt module (tests pass a stand-in).
     """
-    trt = trt or api.import_tensorrt()
+    trt = api.check_version(trt or api.import_tensorrt())  # also the runtime's own module
     meta = read_bundle_meta(onnx_path)
     gpu = gpu or api.gpu_name()
     logger = trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
