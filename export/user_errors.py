@@ -19,9 +19,9 @@ class UserError(Exception):
     """An input the user can fix; the message is the whole answer."""
 
 
-# Errors of the libraries the verbs read files with, named so that none of them is imported
-# here (protobuf and yaml are absent on the device): their messages are clear but carry no
-# file name, so the file that failed is added where the verb knows it (see `reading`).
+# Parse errors of the libraries the verbs read files with, named so that neither is imported
+# here (protobuf and yaml are absent on the device). Their messages carry no file name: the
+# readers that know it wrap them (export.trt.onnx_meta, compress.recipe); these are the net.
 FOREIGN_INPUT_ERRORS = (
     "google.protobuf.message.DecodeError",
     "yaml.error.YAMLError",
@@ -59,19 +59,3 @@ def run_verb(main, args, stream=None):
             raise
         (stream or sys.stderr).write(f"error: {one_line(exc)}\n")
         return EXIT_BAD_INPUT
-
-
-class reading:
-    """`with reading(path): ...` turns a parse error of a foreign library (or a file that is
-    not text) into a UserError naming `path`."""
-
-    def __init__(self, path, what="file"):
-        self.path, self.what = str(path), what
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, exc, tb):
-        if exc is None or isinstance(exc, (UserError, OSError)) or not is_user_error(exc):
-            return False
-        raise UserError(f"{self.path}: not a readable {self.what} ({one_line(exc)})")
