@@ -98,8 +98,9 @@ def test_model_only_is_measured_for_seconds_not_frames() -> None:
         time.sleep(0.01)
 
     blobs = list(range(16))
-    quick = model_only(infer, blobs, min_seconds=0.25, warmup=0)
-    assert quick["seconds"] >= 0.25 and 10 <= quick["iterations"] < 40  # not 16 x n passes
+    quick = model_only(infer, blobs, min_seconds=0.05, warmup=0)
+    # time decides, not whole passes over the 16 stored frames
+    assert quick["seconds"] >= 0.05 and 1 <= quick["iterations"] < 16
     stop = threading.Event()
     stop.set()
     assert model_only(infer, blobs, min_seconds=5.0, stop=stop) is None
