@@ -10,17 +10,24 @@ RUN ?= runs/$(basename $(notdir $(RECIPE)))
 NANOPRUNE_ASSETS ?= ./assets
 # What runs on the Nano (Python 3.6, no torch): vermin holds these to 3.6.
 DEVICE_PY := edge_runtime export/__init__.py export/__main__.py export/bundle.py export/trt \
+	export/user_errors.py \
 	benchmarks/__init__.py benchmarks/__main__.py benchmarks/latency.py benchmarks/loop.py \
 	benchmarks/stats.py benchmarks/environment.py benchmarks/video.py benchmarks/tracking.py \
 	benchmarks/power.py \
 	docker/entrypoint.py
 export NANOPRUNE_ASSETS
+# The device tests also run under a real CPython 3.6 with the Nano's packages (no torch, no onnx).
+PYTHON36 ?= $(shell for p in $(HOME)/.pyenv/versions/3.6*/bin/python python3.6; do \
+	$$p -c '' 2>/dev/null && { command -v $$p; break; }; done)
+VENV36 ?= .venv36
+NANO_PACKAGES := "numpy>=1.19,<1.20" "opencv-python-headless>=4.5,<4.7" "onnxruntime==1.10.*" \
+	"pytest>=7,<7.1" "pytest-timeout>=2,<2.2"
 
-.PHONY: setup setup-dev test lint format assets prune-yolo prune-ssd export bench clean help
+.PHONY: setup setup-dev test test-py36 lint format assets prune-yolo prune-ssd export bench clean help
 
 help:
 	@echo "make prune-yolo [RECIPE=configs/x.yaml PROFILE=quick|full|smoke]   compress a YOLO end to end"
-	@echo "make test                                                         lint, py3.6 check, pytest"
+	@echo "make test                                 lint, py3.6 check, device tests on Python 3.6, pytest"
 	@echo "make prune-ssd | export | bench | assets | docker-jetson | docker-workstation | deploy JETSON=user@host"
 
 # The venv is (re)built when pyproject.toml changes; the stamp files say which extras are in.
@@ -46,8 +53,26 @@ format: setup-dev
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-test: setup-dev lint
+test: setup-dev lint test-py36
 	MPLBACKEND=Agg $(VENV)/bin/pytest -q
+
+$(VENV36)/.installed:
+	$(PYTHON36) -m venv $(VENV36)
+	$(VENV36)/bin/python -m pip install -q --disable-pip-version-check "pip>=21.3,<22"
+	$(VENV36)/bin/python -m pip install -q --disable-pip-version-check --only-binary=:all: $(NANO_PACKAGES)
+	touch $@
+
+# Bundles are written by the host venv (the Nano cannot export), then read under Python 3.6;
+# --confcutdir keeps the host conftest (3.10+ syntax, compress) out of that run.
+test-py36: setup-dev
+ifeq ($(strip $(PYTHON36)),)
+	@echo "test-py36: skipped, no python3.6 on PATH or under ~/.pyenv/versions (the device tests ran on the host only)"
+else
+	$(MAKE) --no-print-directory $(VENV36)/.installed
+	$(PY) -m tests.device.make_bundles $(VENV36)/bundles
+	NANOPRUNE_DEVICE_BUNDLES=$(VENV36)/bundles $(VENV36)/bin/python -m pytest -q -p no:cacheprovider \
+		--confcutdir tests/device tests/device
+endif
 
 assets: setup
 	$(PY) -m compress assets fetch --all

@@ -8,6 +8,8 @@ and `compare` are host-side. This file stays Python 3.6 syntax so the device can
 import importlib
 import sys
 
+from export.user_errors import run_verb
+
 # verb -> (module, one-line help). Add a verb by adding a line here.
 VERBS = {
     "latency": ("benchmarks.latency", "A/B-interleaved model latency: p50/p90/p99, FPS, memory"),
@@ -41,7 +43,7 @@ def main(argv=None):
     module = importlib.import_module(VERBS[argv[0]][0])
     parser = module.get_args_parser()
     parser.prog = "python -m benchmarks " + argv[0]
-    return int(module.main(parser.parse_args(argv[1:])) or 0)
+    return run_verb(module.main, parser.parse_args(argv[1:]))
 
 
 if __name__ == "__main__":

@@ -19,9 +19,10 @@ STAGE_ORDER = ("capture", "preprocess", "inference", "postprocess", "output")
 COLORS = {"unpruned": "#8c8c8c", "final": "#55a868", "peer": "#c44e52", "intermediate": "#4c72b0"}
 
 
-def _png(fig) -> bytes:
+def _png(fig, layout: bool = True) -> bytes:
     buf = io.BytesIO()
-    fig.tight_layout()
+    if layout:
+        fig.tight_layout()
     fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
     plt.close(fig)
     return buf.getvalue()
@@ -42,8 +43,18 @@ def latency_bars(groups: list[tuple[str, list[dict[str, Any]]]]) -> bytes:
         ax.bar(
             x, p50, color=[_color(r["role"]) for r in rows], yerr=[[0] * len(rows), up], capsize=6
         )
-        for i, v in enumerate(p50):  # value inside the bar: the whisker keeps the top free
-            ax.annotate(f"{v:.1f}", (i, v / 2), ha="center", va="center", fontsize=9, color="white")
+        tallest = max(v + u for v, u in zip(p50, up)) or 1.0
+        for i, v in enumerate(p50):
+            if v >= 0.15 * tallest:  # inside the bar: the whisker keeps the top free
+                ax.annotate(
+                    f"{v:.1f}", (i, v / 2), ha="center", va="center", fontsize=9, color="white"
+                )
+            else:  # too short to hold white text: dark, just above the whisker
+                ax.annotate(
+                    f"{v:.1f}", (i, v + up[i]), xytext=(0, 3), textcoords="offset points",
+                    ha="center", va="bottom", fontsize=9, color="#222222",
+                )  # fmt: skip
+        ax.set_ylim(top=tallest * 1.12)
         ax.set_xticks(list(x), [r["name"] for r in rows], rotation=20, ha="right")
         ax.set_ylabel("ms per frame (bar p50, whisker p90)")
         ax.set_title(title)
@@ -62,15 +73,54 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: points[i][0])
 
 
-def ap_vs_fps(rows: list[dict[str, Any]], xlabel: str) -> bytes:
-    """rows: name, role, fps, AP50. Points plus the Pareto front as a step line."""
+# Where a point's name may go, in points from the point, tried in order.
+LABEL_OFFSETS = [(dx, dy) for dy in (4, -6, 14, -16, 24, -26, 34, -36) for dx in (6, -6)]
+
+
+def place_labels(fig, ax, points: list[tuple[float, float]], names: list[str]) -> list:
+    """Annotate each point with its name where it overlaps no other name and no other point
+    (first free slot of LABEL_OFFSETS, else the least crowded one); returns the annotations."""
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    marks = [ax.transData.transform(p) for p in points]
+    placed, boxes = [], []
+    for (x, y), name in zip(points, names):
+        best = None
+        for dx, dy in LABEL_OFFSETS:
+            text = ax.annotate(
+                name, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=8,
+                ha="left" if dx > 0 else "right", va="bottom" if dy > 0 else "top",
+            )  # fmt: skip
+            box = text.get_window_extent(renderer).expanded(1.05, 1.1)
+            hits = sum(box.overlaps(b) for b in boxes)
+            hits += sum(
+                box.x0 - 4 <= mx <= box.x1 + 4 and box.y0 - 4 <= my <= box.y1 + 4
+                for mx, my in marks
+            )
+            # outside the axes a name is cut off at the figure's edge: worse than a crowd
+            hits += 10 * (
+                box.x0 < frame.x0 or box.x1 > frame.x1 or box.y0 < frame.y0 or box.y1 > frame.y1
+            )
+            if best is None or hits < best[0]:
+                if best is not None:
+                    best[1].remove()
+                best = (hits, text, box)
+            else:
+                text.remove()
+            if hits == 0:
+                break
+        placed.append(best[1])
+        boxes.append(best[2])
+    return placed
+
+
+def ap_vs_fps_figure(rows: list[dict[str, Any]], xlabel: str):
+    """rows: name, role, fps, AP50. Points, their names (never on top of each other) and the
+    Pareto front as a dashed line; the figure, for `ap_vs_fps` and tests."""
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     pts = [(r["fps"], r["AP50"]) for r in rows]
     for r in rows:
         ax.scatter(r["fps"], r["AP50"], s=60, color=_color(r["role"]), zorder=3)
-        ax.annotate(
-            r["name"], (r["fps"], r["AP50"]), xytext=(5, 4), textcoords="offset points", fontsize=8
-        )
     front = pareto_front(pts)
     if len(front) > 1:
         ax.plot(
@@ -92,10 +142,17 @@ def ap_vs_fps(rows: list[dict[str, Any]], xlabel: str) -> bytes:
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     else:
         ax.set_xlim(left=0, right=max(xs or [1]) * 1.15)
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(bottom=0, top=max([p[1] for p in pts] + [0.01]) * 1.15)
     ax.grid(alpha=0.3)
     ax.set_title("accuracy vs speed")
-    return _png(fig)
+    fig.tight_layout()  # the final layout first: labels are placed in display coordinates
+    place_labels(fig, ax, pts, [str(r["name"]) for r in rows])
+    return fig
+
+
+def ap_vs_fps(rows: list[dict[str, Any]], xlabel: str) -> bytes:
+    """rows: name, role, fps, AP50 -> PNG (see `ap_vs_fps_figure`)."""
+    return _png(ap_vs_fps_figure(rows, xlabel), layout=False)  # labels were placed on it
 
 
 def stage_bars(loops: dict[str, dict[str, float]]) -> bytes:

@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import environment
+from export.user_errors import UserError
 
 UNPRUNED, FINAL = "unpruned", "final"
 OUT_DIR = "benchmarks"  # <run>/benchmarks: this verb's outputs (the pipeline owns <run>/bench)
 OWN_DIRS = {OUT_DIR, "report"}
 
 
-class RunError(ValueError):
+class RunError(UserError, ValueError):
     pass
 
 

@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from export.user_errors import run_verb
+
 # verb -> (module, one-line help). Add a verb by adding a line here.
 VERBS: dict[str, tuple[str, str]] = {
     "assets": ("compress.assets_cli", "list or fetch the weights, cfgs, videos and datasets"),
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(VERBS[argv[0]][0])
     parser = module.get_args_parser()
     parser.prog = f"python -m compress {argv[0]}"
-    return int(module.main(parser.parse_args(argv[1:])) or 0)
+    return run_verb(module.main, parser.parse_args(argv[1:]))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from compress.io import atomic_write_text, publish, sha256_file
 from compress.paths import ENV_VAR, assets_root
+from export.user_errors import UserError
 
 DARKNET = (
     "https://raw.githubusercontent.com/pjreddie/darknet/f6afaabcdf85f77e7aff2ec55c020c0e297c77f9"
@@ -33,7 +34,7 @@ DARKNET = (
 HASH_RECORD = ".nanoprune-hashes.json"
 
 
-class AssetError(RuntimeError):
+class AssetError(UserError, RuntimeError):
     """A missing, unfetchable or corrupt asset; the message is one line saying what to do."""
 
 
@@ -381,8 +382,19 @@ def _extract(asset: Asset, archive: Path, base: Path) -> None:
             target = base / asset.relpath
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-            with os.fdopen(fd, "wb") as out, zf.open(asset.member) as src:
-                shutil.copyfileobj(src, out)
+            try:
+                with os.fdopen(fd, "wb") as out, zf.open(asset.member) as src:
+                    shutil.copyfileobj(src, out)
+            except (KeyError, zipfile.BadZipFile, OSError, EOFError) as exc:
+                Path(tmp).unlink(missing_ok=True)
+                reason = "is not in it" if isinstance(exc, KeyError) else f"cannot be read ({exc})"
+                raise AssetError(
+                    f"{asset.name}: {asset.member} in the archive from {asset.url} {reason}; "
+                    "nothing was kept"
+                ) from None
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
             publish(tmp, target)
             return
         # Extract into a sibling temp folder, then move each top-level entry into place, so

@@ -51,10 +51,20 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     data.add_argument("--annotations", help="COCO JSON annotation file (format coco)")
     data.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="leave out malformed labels and unreadable images (counted and listed) instead of stopping",
+    )
+    data.add_argument(
         "--subset",
         choices=SUBSETS,
         default="auto",
         help="which images: the recipe's val part, its train part, or all (auto: val when the data has a split, else all)",
+    )
+    p.add_argument(
+        "--resize",
+        choices=("letterbox", "stretch"),
+        help="preprocessing resize (default: the model's own); match another tool's to compare",
     )
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument(
@@ -91,6 +101,8 @@ def data_config(args: argparse.Namespace) -> dict[str, Any]:
     for key in ("format", "root", "split", "classes", "names", "annotations"):
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
+    if getattr(args, "skip_bad", False):
+        cfg["skip_bad"] = True
     if not cfg.get("root"):
         raise ValueError("no data: pass --data RECIPE.yaml, or --root (with --format/--split)")
     return cfg
@@ -128,12 +140,20 @@ def load_model(path: str, profile: str | None):
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    from compress.data.records import DataError
     from compress.evaluate import coco_evaluate, count_flops, count_params, predict, read_results
 
     if bool(args.model) == bool(args.results):
         raise ValueError("pass exactly one of --model or --results")
     data_cfg = data_config(args)
     dataset, subset = select(data_cfg, args.subset)
+    if not dataset.num_boxes:
+        from compress.data.readers import classes_of
+
+        raise DataError(
+            f"nothing to score: the {len(dataset)} {subset} image(s) under {data_cfg.get('root')} "
+            f"hold no {'/'.join(classes_of(data_cfg))} boxes, and AP is undefined without any"
+        )
     report: dict[str, Any] = {
         "data": {**data_cfg, "subset": subset, "images": len(dataset), "boxes": dataset.num_boxes}
     }
@@ -147,6 +167,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
     else:
         detector = load_model(args.model, args.profile)
+        if getattr(args, "resize", None):
+            detector.resize_mode = args.resize
         results = predict(
             detector, dataset, args.batch_size, args.score_threshold, args.nms_iou, args.device
         )

@@ -14,8 +14,10 @@ from typing import Any
 
 import yaml
 
+from export.user_errors import UserError
 
-class RecipeError(ValueError):
+
+class RecipeError(UserError, ValueError):
     pass
 
 

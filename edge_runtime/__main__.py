@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-from edge_runtime.errors import EdgeError
+from export.user_errors import run_verb
 
 # verb -> (module, one-line help)
 VERBS = {
@@ -39,12 +39,7 @@ def main(argv=None):
     module = importlib.import_module(VERBS[argv[0]][0])
     parser = module.get_args_parser()
     parser.prog = "python -m edge_runtime " + argv[0]
-    args = parser.parse_args(argv[1:])
-    try:
-        return int(module.main(args) or 0)
-    except EdgeError as exc:
-        sys.stderr.write("error: {}\n".format(exc))
-        return 2
+    return run_verb(module.main, parser.parse_args(argv[1:]))
 
 
 if __name__ == "__main__":

@@ -75,11 +75,24 @@ class VideoFileSource(object):
                 misses += 1
                 continue
             if not self.loop:
+                self._note_early_end()
                 return None
             self.cap.release()
             self.cap = self._open()
             misses = 0
         return None
+
+    def _note_early_end(self):
+        """A file that stops short of its header's frame count is cut (a copy or download that
+        did not finish): say so in the stats instead of a silent 'end'."""
+        seen = self.stats["frames"] + self.stats["corrupt"]
+        # Containers round their frame count: a frame or two short is not a truncation.
+        if self.frame_count and seen < self.frame_count - 2:
+            self.stats["ended_early"] = (
+                "{}: the file ended after {} of the {} frames its header gives (truncated?)".format(
+                    self.name, seen, self.frame_count
+                )
+            )
 
     def release(self):
         if self.cap is not None:

@@ -1,7 +1,9 @@
 """Errors the command line turns into one clear line and a non-zero exit."""
 
+from export.user_errors import UserError
 
-class EdgeError(Exception):
+
+class EdgeError(UserError):
     """Base of every error the user can fix (bad file, bad URI, missing library)."""
 
 

@@ -93,6 +93,7 @@ class VideoRecorder(object):
     """
 
     needs_image = True
+    off_loop = True  # written by edge_runtime.output_thread, off the loop's thread
 
     def __init__(self, path, fps=None, realtime=False):
         self.realtime, self.t0 = realtime, None
@@ -143,6 +144,7 @@ class DetectionLog(object):
     with tracking also track ids and events (cross/enter/leave)."""
 
     needs_image = False
+    off_loop = True
 
     def __init__(self, path, class_names):
         folder = os.path.dirname(os.path.abspath(path))

@@ -15,9 +15,11 @@ import threading
 import time
 
 from edge_runtime.errors import EdgeError
+from edge_runtime.output_thread import off_loop, status_text
 from edge_runtime.outputs import draw
 from edge_runtime.stats import STAGES, Recorder, peak_rss_mb
 
+MODEL_ONLY_SECONDS = 3.0
 END = object()  # passed down the queues once the source is exhausted or the loop stops
 
 
@@ -83,26 +85,31 @@ def _capture(source, q_out, stop, max_frames, state):
         q_out.put(END)
 
 
-def model_only(infer, blobs, min_seconds=1.0, warmup=2):
-    """Inference alone on stored blobs, after the loop: {fps, mean_ms, frames, iterations}."""
+def model_only(infer, blobs, min_seconds=MODEL_ONLY_SECONDS, warmup=2, stop=None):
+    """Inference alone on stored blobs, after the loop, for `min_seconds` of timed calls (a
+    count of frames is a second at 16 FPS and a few ms at 2,000: too short to be stable).
+
+    Returns {fps, mean_ms, frames, iterations, seconds}, or None without blobs or when `stop`
+    (an Event) is set meanwhile: a user who pressed Ctrl-C wants the loop's figures now."""
     if not blobs:
         return None
     for blob in blobs[:warmup]:
         infer(blob)
-    times, start = [], time.perf_counter()
-    while True:
-        for blob in blobs:
-            t = time.perf_counter()
-            infer(blob)
-            times.append(time.perf_counter() - t)
-        if time.perf_counter() - start >= min_seconds:
-            break
+    times, start, now = [], time.perf_counter(), 0.0
+    while now - start < min_seconds or not times:
+        if stop is not None and stop.is_set():
+            return None
+        t = time.perf_counter()
+        infer(blobs[len(times) % len(blobs)])
+        now = time.perf_counter()
+        times.append(now - t)
     total = sum(times)
     return {
         "fps": round(len(times) / total, 3),
         "mean_ms": round(total / len(times) * 1000.0, 3),
         "frames": len(blobs),
         "iterations": len(times),
+        "seconds": round(now - start, 3),
     }
 
 
@@ -141,7 +148,7 @@ def run_loop(
     max_frames=None,
     queue_size=4,
     bench_frames=16,
-    bench_min_s=1.0,
+    bench_min_s=MODEL_ONLY_SECONDS,
     stop_event=None,
     handle_signals=True,
     on_result=None,
@@ -156,7 +163,8 @@ def run_loop(
         outputs: objects with write(result)/close() (window, MJPEG, recorder, log); closed here.
         queue_size: depth of the queues between stages for files (live sources use 1).
         bench_frames: preprocessed frames kept for the model-only FPS measured after the loop
-            (0 disables it).
+            (0 disables it); it is skipped after SIGINT/SIGTERM.
+        bench_min_s: seconds the model-only FPS is measured for.
         on_result: optional callable(result) per frame, after the outputs (tests, benchmarks).
         tracking: optional `edge_runtime.tracking.TrackingStage`, run as a "track" stage after
             postprocess (IDs, events, counts on each result; its summary in stats["counting"]).
@@ -177,6 +185,10 @@ def run_loop(
         detector, source, queues, stop, state, max_frames, blobs, bench_frames, tracking
     )
     tally = {"detections": 0, "people_max": 0}
+    output_names = [o.__class__.__name__ for o in outputs]
+    outputs, writer = off_loop(
+        outputs, detector.classes, decorate=tracking.draw if tracking else None
+    )
     started = time.time()
     with _Signals(stop, state, handle_signals):
         for t in threads:
@@ -207,7 +219,11 @@ def run_loop(
         raise RuntimeError(
             "loop stopped in the {} stage: {}: {}".format(stage, exc.__class__.__name__, exc)
         )
-    bench = model_only(detector.backend.infer, blobs, bench_min_s) if bench_frames else None
+    bench = None
+    if bench_frames and not str(state.get("stopped_by", "")).startswith("signal"):
+        interrupted = threading.Event()
+        with _Signals(interrupted, state, handle_signals):
+            bench = model_only(detector.backend.infer, blobs, bench_min_s, stop=interrupted)
     loop_fps = recorder.loop_fps()
     stats = {
         "frames": recorder.outputs,
@@ -226,7 +242,8 @@ def run_loop(
         "peak_rss_mb": peak_rss_mb(),
         "stopped_by": state.get("stopped_by", "stop"),
         "model": detector.describe(),
-        "outputs": [o.__class__.__name__ for o in outputs],
+        "outputs": output_names,
+        "output_thread": writer.stats() if writer is not None else None,
         "queue_depth": depth,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
     }
@@ -286,8 +303,9 @@ def _output_stage(detector, q_in, outputs, recorder, tally, on_result, tracking=
         item.fps = recorder.live_fps()
         item.stage_ms = recorder.stage_means_ms()
         if needs_image:
-            status = "people {}  {:.1f} FPS".format(item.people, item.fps)
-            item.annotated = draw(item.frame, item.boxes, item.scores, item.classes, names, status)
+            item.annotated = draw(
+                item.frame, item.boxes, item.scores, item.classes, names, status_text(item)
+            )
             if tracking is not None:
                 tracking.draw(item, item.annotated)
         for out in outputs:

@@ -78,6 +78,12 @@ def get_args_parser():
         default=500,
         help="sample tegrastats / the INA3221 rails this often during the run (0: off)",
     )
+    parser.add_argument(
+        "--bench-seconds",
+        type=float,
+        default=3.0,
+        help="how long the model-only FPS is measured for (skipped after Ctrl-C / SIGTERM)",
+    )
     parser.add_argument("--quiet", action="store_true", help="print only the final summary")
     return parser
 
@@ -212,6 +218,7 @@ def main(args):
             max_frames=args.max_frames,
             queue_size=args.queue_size,
             bench_frames=args.bench_frames,
+            bench_min_s=args.bench_seconds,
             stop_event=stop,
             tracking=tracking,
         )
@@ -228,6 +235,14 @@ def main(args):
     if "counting" in stats:
         print(counting_line(stats["counting"]))
     print(power_line(stats))
+    dropped = (stats.get("output_thread") or {}).get("dropped")
+    if dropped:
+        sys.stderr.write(
+            "warning: {} frame(s) not recorded/logged: the file outputs fell behind the loop "
+            "(their queue of {} was full)\n".format(dropped, stats["output_thread"]["queue_depth"])
+        )
+    if stats["source"].get("ended_early"):
+        sys.stderr.write("warning: {}\n".format(stats["source"]["ended_early"]))
     if not args.quiet and not args.stats:
         print(json.dumps(stats["stages"], sort_keys=True))
     return 0

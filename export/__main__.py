@@ -8,6 +8,8 @@ import argparse
 import importlib
 import sys
 
+from export.user_errors import run_verb
+
 # verb -> (module, one-line help). Add a verb by adding a line here.
 VERBS = {
     "onnx": (
@@ -35,7 +37,7 @@ def main(argv=None):
     module = importlib.import_module(VERBS[argv[0]][0])
     parser = module.get_args_parser()
     parser.prog = "python -m export " + argv[0]
-    return int(module.main(parser.parse_args(argv[1:])) or 0)
+    return run_verb(module.main, parser.parse_args(argv[1:]))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ import json
 import os
 import tempfile
 
+from export.user_errors import UserError
+
 METADATA_KEY = "nanoprune"
 FORMAT_VERSION = 1
 
@@ -50,7 +52,7 @@ DEFAULTS = {
 REQUIRED = ("name", "family", "input_name", "input_shape", "classes")
 
 
-class BundleError(ValueError):
+class BundleError(UserError, ValueError):
     """The file is not a nanoprune model bundle, or its metadata is not usable."""
 
 

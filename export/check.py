@@ -27,6 +27,7 @@ from export.trt_support import (
     RESIZE_NEAREST_MODES,
     TARGETS,
 )
+from export.user_errors import UserError
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
@@ -87,7 +88,7 @@ class CheckReport:
         return self
 
 
-class TrtCompatibilityError(ValueError):
+class TrtCompatibilityError(UserError, ValueError):
     """TensorRT's parser or builder would refuse this model (the message lists why)."""
 
 
@@ -317,14 +318,29 @@ def check_model(model: onnx.ModelProto, target: str = "nano", path: str = "<mode
     return CheckReport(path, target, spec["tensorrt"], opset, dict(sorted(ops.items())), problems)
 
 
+def is_engine_file(path: str | Path) -> bool:
+    """A serialized TensorRT engine: its suffix, or the 'ftrt' tag at the start of the file."""
+    if Path(path).suffix.lower() in (".plan", ".engine", ".trt"):
+        return True
+    try:
+        with open(path, "rb") as f:
+            return b"ftrt" in f.read(8)
+    except OSError:
+        return False
+
+
 def check_onnx(path: str | Path | onnx.ModelProto, target: str = "nano") -> CheckReport:
     """Check an ONNX file (or a loaded model) for the target's TensorRT; see `CheckReport`."""
     if isinstance(path, onnx.ModelProto):
         return check_model(path, target)
+    if is_engine_file(path):
+        raise TrtCompatibilityError(
+            f"{path}: is a TensorRT engine, not ONNX; check the .onnx it was built from"
+        )
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf DecodeError, OSError, ...: all mean unreadable
-        raise ValueError(f"{path}: not a readable ONNX file ({exc})") from exc
+        raise TrtCompatibilityError(f"{path}: not a readable ONNX file ({exc})") from exc
     return check_model(model, target, str(path))
 
 

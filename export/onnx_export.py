@@ -191,7 +191,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument(
         "--out", help="ONNX path (default: <run>/export/model.onnx or <model>/model.onnx)"
     )
-    parser.add_argument("--name", help="bundle name (default: the recipe or folder name)")
+    parser.add_argument(
+        "--name",
+        help="bundle name (default: <recipe>-<stage> inside a run folder, else the folder name)",
+    )
     parser.add_argument(
         "--opset", type=int, default=None, help="ONNX opset (default 13: TensorRT 8.2)"
     )
@@ -239,7 +242,7 @@ def _resolve_source(args) -> tuple[Path, Path, str, dict, dict]:
         source = {"run": str(run), "summary_sha256": sha256_file(summary_path)}
     else:
         model_dir, settings, source = Path(args.model), {}, {}
-        name = args.name or model_dir.name
+        name = args.name or bundle_name(model_dir)
         out = Path(args.out) if args.out else model_dir / "model.onnx"
     if not (model_dir / "model.json").is_file():
         raise SystemExit(f"{model_dir}: no model.json (a model folder is written by save_detector)")
@@ -250,6 +253,21 @@ def _resolve_source(args) -> tuple[Path, Path, str, dict, dict]:
         if p.is_file() and p.suffix != ".onnx"
     }
     return model_dir, out, str(name), settings, source
+
+
+def bundle_name(model_dir: Path) -> str:
+    """The name a model folder's bundle gets (the MJPEG page's title, the benchmark rows):
+    `<recipe>-<stage>` inside a run folder (runs/yolov3-tiny-person/base/model ->
+    yolov3-tiny-person-base), else the folder's own name, or its parent's when it is the
+    generic `model`."""
+    folder = model_dir.resolve()
+    for parent in [folder, *folder.parents][:4]:
+        recipe_path = parent / "recipe.json"
+        if recipe_path.is_file():
+            recipe = _read_json(recipe_path).get("name") or parent.name
+            parts = folder.relative_to(parent).parts
+            return f"{recipe}-{parts[0]}" if parts else str(recipe)
+    return folder.parent.name if folder.name == "model" else folder.name
 
 
 def _read_json(path: Path) -> dict:

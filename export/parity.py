@@ -22,11 +22,12 @@ from torch import nn
 from compress.models.base import postprocess
 from compress.paths import assets_root
 from export.trt.preprocess import IMAGE_SUFFIXES, list_images, preprocess, read_image
+from export.user_errors import UserError
 
 DEFAULT_ATOL = 1e-4
 
 
-class ParityError(RuntimeError):
+class ParityError(UserError, RuntimeError):
     """The ONNX model's outputs differ from PyTorch's beyond the tolerance; `.report` holds
     the per-image figures."""
 

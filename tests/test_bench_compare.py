@@ -55,7 +55,48 @@ def test_same_environment_no_warning(tmp_path, capsys):
     assert bench_cli.main(["compare", str(a), str(b)]) == 0
     captured = capsys.readouterr()
     assert "2.00x" in captured.out and "-0.010" in captured.out
-    assert "WARNING" not in captured.err
+    assert "mixes machines" not in captured.err  # same environment; the model sets differ
+    assert "models differ" in captured.err
+
+
+def test_a_run_compared_with_its_own_baseline_never_fails(tmp_path, capsys):
+    """Each file's pruned model is divided by the base model of the same file, so comparing
+    a run with an earlier copy of itself (or a run on a slower machine) is like with like."""
+    a = latency_json(tmp_path / "a.json", [("base", 30.0, None), ("pruned", 15.0, None)])
+    b = latency_json(tmp_path / "b.json", [("base", 60.0, None), ("pruned", 30.0, None)])
+    rows = build_table(load_models(a)[0] + load_models(b)[0])
+    assert [r["speedup"] for r in rows] == pytest.approx([1.0, 2.0, 1.0, 2.0])
+    assert [r["baseline"] for r in rows] == [True, False, True, False]
+    assert rows[3]["vs_first"] == pytest.approx(0.5) and rows[1]["vs_first"] is None
+    assert bench_cli.main(["compare", str(a), str(b), "--fail-below", "1.8"]) == 0
+    assert bench_cli.main(["compare", str(a), str(a), "--fail-below", "1.8"]) == 0
+    assert "1.00x" in capsys.readouterr().out  # a file against itself: 1.00x per model
+
+
+def test_differing_runs_are_warned(tmp_path, capsys):
+    a = latency_json(tmp_path / "a.json", [("base", 30.0, None), ("pruned", 15.0, None)])
+    b = latency_json(tmp_path / "b.json", [("base", 30.0, None), ("other", 15.0, None)])
+    data = json.loads(b.read_text())
+    data["iterations"] = 20
+    data["models"][0]["input_shape"] = [1, 3, 320, 320]
+    b.write_text(json.dumps(data))
+    data = json.loads(a.read_text())
+    data["iterations"] = 200
+    data["models"][0]["input_shape"] = [1, 3, 416, 416]
+    a.write_text(json.dumps(data))
+    assert bench_cli.main(["compare", str(a), str(b)]) == 0
+    err = capsys.readouterr().err
+    assert "only in a.json" not in err  # full paths are named
+    assert "models differ" in err and "pruned" in err and "other" in err
+    assert "[1, 3, 320, 320] differs" in err and "20 iterations against 200" in err
+
+
+def test_binary_file_is_one_line(tmp_path, capsys):
+    binary = tmp_path / "photo.json"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe" + bytes(range(256)))
+    assert bench_cli.main(["compare", str(binary)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "photo.json" in err[0] and "binary" in err[0]
 
 
 @pytest.mark.parametrize(

@@ -156,9 +156,13 @@ def test_sigint_stops_cleanly_and_flushes(tmp_path: Path, bundle: Path, image: P
     assert proc.returncode == 0, err
     result = json.loads(stats.read_text())
     assert result["stopped_by"] == "signal SIGINT" and result["frames"] > 0
-    assert len(log.read_text().splitlines()) == result["frames"]
+    assert result["model_only"] is None  # skipped: the user asked to stop
+    # The file outputs run behind a bounded queue: what they could not keep up with is counted.
+    written = result["output_thread"]["written"]
+    assert written + result["output_thread"]["dropped"] == result["frames"]
+    assert len(log.read_text().splitlines()) == written > 0
     cap = cv2.VideoCapture(str(video))
-    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == result["frames"]
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == written
 
 
 BLOCKER = r"""

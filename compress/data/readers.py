@@ -3,7 +3,10 @@
 A reader takes a recipe's `data:` section and returns `(records, problems)`: records sorted by
 image path, problems the human-readable notes about input it skipped (a label file without its
 image, an image listed but missing). Input that cannot be read at all raises `DataError`
-naming the file and line. Add a format by adding a function to `READERS`.
+naming the file and line; bad items (a malformed label, an unreadable image) are all collected
+first, so one run names every one of them (up to `MAX_LISTED`), and `skip_bad: true` in the
+data section leaves them out instead, with their count and list among the problems. Add a
+format by adding a function to `READERS`.
 """
 
 from __future__ import annotations
@@ -40,6 +43,38 @@ COCO80 = (
 COCO80_NAMES = [n.replace("_", " ") for n in COCO80.split()]
 
 Reader = Callable[[dict[str, Any]], tuple[list[ImageRecord], list[str]]]
+MAX_LISTED = 20
+
+
+class BadItems:
+    """The DataErrors of single items of one reading: all of them are reported, not the first."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        self.skip = bool(cfg.get("skip_bad"))
+        self.errors: list[str] = []
+
+    def attempt(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """fn(*args), or None after noting its DataError."""
+        try:
+            return fn(*args)
+        except DataError as exc:
+            self.errors.append(str(exc))
+            return None
+
+    def finish(self, where: Path, problems: list[str]) -> None:
+        """Raise one DataError listing the bad items, or (skip_bad) note them as skipped."""
+        if not self.errors:
+            return
+        n = len(self.errors)
+        listed = "; ".join(self.errors[:MAX_LISTED])
+        more = f"; ... and {n - MAX_LISTED} more" if n > MAX_LISTED else ""
+        if self.skip:
+            problems.append(f"skipped {n} bad item(s) under {where} (skip_bad): {listed}{more}")
+            return
+        raise DataError(
+            f"{n} bad item(s) under {where}: {listed}{more} -- fix them, or set `skip_bad: true` "
+            "in the data section (eval/train: --skip-bad) to leave them out"
+        )
 
 
 def classes_of(cfg: dict[str, Any]) -> list[str]:
@@ -97,7 +132,13 @@ def parse_yolo_label(path: Path, n_names: int) -> tuple[np.ndarray, np.ndarray]:
     """`cls cx cy w h` per line, normalized; returns (class ids, cxcywh). Names file and line
     of the first bad line on error."""
     cls, boxes = [], []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path}: not a text label file ({exc.reason} at byte {exc.start})"
+        ) from None
+    for lineno, line in enumerate(text.splitlines(), 1):
         parts = line.split()
         if not parts:
             continue
@@ -151,14 +192,15 @@ def read_yolo(cfg: dict[str, Any]) -> tuple[list[ImageRecord], list[str]]:
                 f"label file without image, skipped: {orphan} ({kept} {'/'.join(classes)} boxes not counted)"
             )
     records = []
+    bad = BadItems(cfg)
     for path, image_id in zip(images, assign_image_ids(images)):
-        w, h = image_size(path)
         label = lbl_dir / f"{path.stem}.txt"
-        ids, cxcywh = (
-            parse_yolo_label(label, len(names))
-            if label.is_file()
-            else (np.zeros(0, np.int64), np.zeros((0, 4), np.float32))
-        )
+        size = bad.attempt(image_size, path)
+        parsed = bad.attempt(parse_yolo_label, label, len(names)) if label.is_file() else None
+        if size is None or (label.is_file() and parsed is None):
+            continue
+        w, h = size
+        ids, cxcywh = parsed or (np.zeros(0, np.int64), np.zeros((0, 4), np.float32))
         keep = np.array([int(c) in cmap for c in ids], bool)
         cx, cy, bw, bh = (cxcywh[keep] * np.array([w, h, w, h], np.float32)).T
         boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1).clip(
@@ -166,6 +208,7 @@ def read_yolo(cfg: dict[str, Any]) -> tuple[list[ImageRecord], list[str]]:
         )
         labels = np.array([cmap[int(c)] for c in ids[keep]], np.int64)
         records.append(ImageRecord(path, w, h, image_id, boxes, labels))
+    bad.finish(root, problems)
     return records, problems
 
 
@@ -189,8 +232,11 @@ def parse_voc_annotation(
         raise DataError(f"{path}:{exc.position[0]}: not valid XML ({exc})") from None
     root = tree.getroot()
     size = root.find("size")
-    w = int(_xml_text(size, "width", path)) if size is not None else 0
-    h = int(_xml_text(size, "height", path)) if size is not None else 0
+    try:
+        w = int(float(_xml_text(size, "width", path))) if size is not None else 0
+        h = int(float(_xml_text(size, "height", path))) if size is not None else 0
+    except (ValueError, OverflowError):
+        raise DataError(f"{path}: <size> holds a non-number") from None
     lower = [c.lower() for c in classes]
     boxes, labels, difficult = [], [], []
     for obj in root.iter("object"):
@@ -204,7 +250,7 @@ def parse_voc_annotation(
             x1, y1, x2, y2 = (
                 float(_xml_text(bnd, k, path)) for k in ("xmin", "ymin", "xmax", "ymax")
             )
-        except ValueError:
+        except (ValueError, OverflowError):
             raise DataError(f"{path}: <bndbox> of {name!r} holds a non-number") from None
         # VOC pixels are 1-based and inclusive: xmin=1 is the left edge of the image.
         boxes.append([x1 - 1, y1 - 1, x2, y2])
@@ -246,13 +292,21 @@ def read_voc(cfg: dict[str, Any]) -> tuple[list[ImageRecord], list[str]]:
             continue
         found.append((matches[0], xml))
     records = []
+    bad = BadItems(cfg)
     for (img, xml), image_id in zip(found, assign_image_ids([f[0] for f in found])):
-        w, h, boxes, labels, difficult = parse_voc_annotation(xml, classes)
+        parsed = bad.attempt(parse_voc_annotation, xml, classes)
+        if parsed is None:
+            continue
+        w, h, boxes, labels, difficult = parsed
         if not (w and h):
-            w, h = image_size(img)
+            size = bad.attempt(image_size, img)
+            if size is None:
+                continue
+            w, h = size
         records.append(
             ImageRecord(img, w, h, image_id, boxes.clip(0, [w, h, w, h]), labels, difficult)
         )
+    bad.finish(root, problems)
     return records, problems
 
 
@@ -272,33 +326,67 @@ def read_coco(cfg: dict[str, Any]) -> tuple[list[ImageRecord], list[str]]:
     except json.JSONDecodeError as exc:
         raise DataError(f"{ann_path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
     for key in ("images", "annotations", "categories"):
-        if key not in data:
+        if not isinstance(data, dict) or not isinstance(data.get(key), list):
             raise DataError(f"{ann_path}: COCO JSON needs a {key!r} list")
     classes = classes_of(cfg)
-    cats = {c["id"]: c["name"] for c in data["categories"]}
+    cats = {}
+    for i, c in enumerate(data["categories"]):
+        if not (isinstance(c, dict) and _is_id(c.get("id")) and isinstance(c.get("name"), str)):
+            raise DataError(f"{ann_path}: categories[{i}] needs an 'id' and a 'name': {c!r}")
+        cats[c["id"]] = c["name"]
     cat_ids = list(cats)
     cmap = {
         cat_ids[k]: v
         for k, v in _class_map([cats[i] for i in cat_ids], classes, str(ann_path)).items()
     }
-    by_image: dict[int, list[dict]] = {}
-    for a in data["annotations"]:
-        if a.get("category_id") in cmap:
-            by_image.setdefault(a["image_id"], []).append(a)
     records, problems = [], []
-    for im in sorted(data["images"], key=lambda im: im["file_name"]):
-        path = img_dir / im["file_name"]
+    bad = BadItems(cfg)
+    by_image: dict[int, list[dict]] = {}
+    for i, a in enumerate(data["annotations"]):
+        if not isinstance(a, dict) or not _is_id(a.get("image_id")):
+            bad.errors.append(f"{ann_path}: annotations[{i}] is not an object with an image_id")
+        elif _is_id(a.get("category_id")) and a["category_id"] in cmap:
+            by_image.setdefault(a["image_id"], []).append(a)
+    images = []
+    for i, im in enumerate(data["images"]):
+        if isinstance(im, dict) and _is_id(im.get("id")):
+            images.append(im)
+        else:
+            bad.errors.append(f"{ann_path}: images[{i}] is not an object with an id")
+    for im in sorted(images, key=lambda im: str(im.get("file_name"))):
+        path = img_dir / str(im.get("file_name"))
         if not path.is_file():
             problems.append(f"image in {ann_path.name} but missing, skipped: {path}")
             continue
-        w, h = int(im["width"]), int(im["height"])
-        anns = by_image.get(im["id"], [])
-        xywh = np.asarray([a["bbox"] for a in anns], np.float32).reshape(-1, 4)
-        boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1).clip(0, [w, h, w, h])
-        labels = np.asarray([cmap[a["category_id"]] for a in anns], np.int64)
-        crowd = np.asarray([bool(a.get("iscrowd", 0)) for a in anns], bool)
-        records.append(ImageRecord(path, w, h, int(im["id"]), boxes, labels, crowd))
+        item = bad.attempt(_coco_record, ann_path, path, im, by_image, cmap)
+        if item is not None:
+            records.append(item)
+    bad.finish(ann_path, problems)
     return records, problems
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int | str) and not isinstance(value, bool)
+
+
+def _coco_record(
+    ann_path: Path, path: Path, im: dict[str, Any], by_image: dict[Any, list], cmap: dict
+) -> ImageRecord:
+    try:
+        w, h, image_id = int(im["width"]), int(im["height"]), int(im["id"])
+        anns = by_image.get(im["id"], [])
+        xywh = np.asarray([[float(v) for v in a["bbox"]] for a in anns], np.float32)
+        if xywh.size and (xywh.ndim != 2 or xywh.shape[1] != 4 or not np.isfinite(xywh).all()):
+            raise ValueError("a bbox is not 4 finite numbers")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(
+            f"{ann_path}: image {im.get('id')!r} ({path.name}): bad entry ({exc})"
+        ) from None
+    xywh = xywh.reshape(-1, 4)
+    boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1).clip(0, [w, h, w, h])
+    labels = np.asarray([cmap[a["category_id"]] for a in anns], np.int64)
+    crowd = np.asarray([bool(a.get("iscrowd", 0)) for a in anns], bool)
+    return ImageRecord(path, w, h, image_id, boxes, labels, crowd)
 
 
 READERS: dict[str, Reader] = {"yolo": read_yolo, "voc": read_voc, "coco": read_coco}

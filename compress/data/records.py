@@ -7,10 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
+from export.user_errors import UserError
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Bad dataset input; the message names the file (and line) at fault."""
 
 

@@ -20,11 +20,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from export.user_errors import UserError
+
 # Keys whose value is a list even when it holds one item (route layers=-4, shortcut from=-3).
 LIST_KEYS = {"layers", "mask", "anchors", "from", "steps", "scales"}
 
 
-class CfgError(ValueError):
+class CfgError(UserError, ValueError):
     """A cfg that cannot be parsed or built; the message names the file and line."""
 
 
@@ -38,6 +40,7 @@ class CfgBlock(dict):
         self.source = source
         self.line = line
         self.repeated: list[str] = []
+        self.key_lines: dict[str, int] = {}
 
     def where(self) -> str:
         at = f"{self.source}:{self.line}" if self.line else self.source
@@ -49,6 +52,15 @@ def where(block: dict[str, Any], index: int | None = None) -> str:
     if isinstance(block, CfgBlock):
         return block.where() + (f" (layer {index})" if index is not None else "")
     return f"layer {index} [{block.get('type', '?')}]"
+
+
+def where_key(block: dict[str, Any], key: str, index: int | None = None) -> str:
+    """`file:line [type] (layer i) key` with the line of the key itself where it is known."""
+    line = getattr(block, "key_lines", {}).get(key)
+    if line is None:
+        return f"{where(block, index)} {key}"
+    layer = f" (layer {index})" if index is not None else ""
+    return f"{block.source}:{line} [{block.get('type', '?')}]{layer} {key}"
 
 
 def _typed(key: str, text: str) -> Any:
@@ -103,6 +115,7 @@ def parse_cfg(source: str | os.PathLike) -> list[CfgBlock]:
             )
             continue
         block[key] = _typed(key, value)
+        block.key_lines[key] = lineno
     if not blocks:
         raise CfgError(f"{name}: no [sections] found")
     return blocks
@@ -159,7 +172,10 @@ def layer_refs(block: dict[str, Any], index: int) -> list[int]:
     else:
         return [index - 1] if index > 0 else []
     refs = refs if isinstance(refs, list) else [refs]
-    return [int(r) + index if int(r) < 0 else int(r) for r in refs]
+    if not all(isinstance(r, int) for r in refs):
+        key = "layers" if block["type"] == "route" else "from"
+        raise CfgError(f"{where_key(block, key, index)}={refs!r} must be whole layer numbers")
+    return [r + index if r < 0 else r for r in refs]
 
 
 def drop_blocks(blocks: list[dict[str, Any]], drop: Iterable[int]) -> list[dict[str, Any]]:

@@ -19,11 +19,12 @@ import torch
 from torch import nn
 
 from compress.io import atomic_write_bytes
+from export.user_errors import UserError
 
 DEFAULT_HEADER = (0, 2, 0, 0)  # major, minor, revision, seen: Darknet's current format
 
 
-class WeightsError(ValueError):
+class WeightsError(UserError, ValueError):
     """A weights file that does not fit the cfg; the message names the file and the layer."""
 
 

@@ -23,7 +23,15 @@ import torch
 from torch import nn
 
 from compress.models.base import Detector
-from compress.models.darknet_cfg import CfgError, layer_refs, parse_cfg, split_net, where, write_cfg
+from compress.models.darknet_cfg import (
+    CfgError,
+    layer_refs,
+    parse_cfg,
+    split_net,
+    where,
+    where_key,
+    write_cfg,
+)
 
 # Darknet activation name -> module factory. Add one line to support another activation.
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -197,9 +205,18 @@ def _int(
     value = block.get(key, default)
     if value is None:
         raise CfgError(f"{where(block, index)}: missing required key {key!r}")
-    if isinstance(value, list) or not float(value).is_integer():
-        raise CfgError(f"{where(block, index)}: {key}={value!r} is not an integer")
+    if not isinstance(value, int | float) or not float(value).is_integer():
+        raise CfgError(f"{where_key(block, key, index)}={value!r} is not an integer")
     return int(value)
+
+
+def _numbers(block: dict[str, Any], key: str, default: Any, index: int) -> list[float]:
+    """A number or comma list (anchors=, mask=) as floats; a word in it names key and line."""
+    value = block.get(key, default)
+    values = value if isinstance(value, list | range) else [value]
+    if not all(isinstance(v, int | float) for v in values):
+        raise CfgError(f"{where_key(block, key, index)}={value!r} is not a number list")
+    return [float(v) for v in values]
 
 
 def _build_conv(block: dict[str, Any], i: int, shapes: list[Shape]) -> tuple[nn.Module, int]:
@@ -263,17 +280,17 @@ def _build_upsample(block: dict[str, Any], i: int, shapes: list[Shape]) -> tuple
 
 
 def _build_yolo(block: dict[str, Any], i: int, shapes: list[Shape]) -> tuple[nn.Module, int]:
-    anchors = [float(a) for a in block.get("anchors", [])]
+    anchors = _numbers(block, "anchors", [], i)
     if not anchors or len(anchors) % 2:
         raise CfgError(
             f"{where(block, i)}: anchors must be w,h pairs, got {block.get('anchors')!r}"
         )
     pairs = [anchors[k : k + 2] for k in range(0, len(anchors), 2)]
-    mask = [int(m) for m in block.get("mask", range(len(pairs)))]
+    mask = [int(m) for m in _numbers(block, "mask", range(len(pairs)), i)]
     if any(not 0 <= m < len(pairs) for m in mask):
         raise CfgError(f"{where(block, i)}: mask {mask} indexes outside the {len(pairs)} anchors")
     classes = _int(block, "classes", index=i)
-    layer = YOLOLayer([pairs[m] for m in mask], classes, float(block.get("scale_x_y", 1.0)))
+    layer = YOLOLayer([pairs[m] for m in mask], classes, _numbers(block, "scale_x_y", 1.0, i)[0])
     expected = len(mask) * (5 + classes)
     if shapes[i - 1][0] != expected:
         raise CfgError(

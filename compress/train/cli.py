@@ -29,6 +29,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt exactly")
     p.add_argument("--epochs", type=int, default=None, help="override train.epochs")
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1")
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="leave out malformed labels and unreadable images (counted and listed) instead of stopping",
+    )
     return p
 
 
@@ -81,6 +86,8 @@ def main(args: argparse.Namespace) -> int:
     from compress.train.reporting import dataset_fingerprint, model_inputs
 
     recipe = load_recipe(args.recipe, args.profile)
+    if args.skip_bad:
+        recipe["data"] = {**(recipe.get("data") or {}), "skip_bad": True}
     cfg = train_settings(recipe, args)
     info = init_distributed(cfg.get("device", "auto"))
     out = Path(args.out)

@@ -8,19 +8,46 @@ Torch-free, Python 3.6.
 import os
 import subprocess
 
+from export.user_errors import UserError
+
 MIB = 1 << 20
+# Major versions the builder runs on: 8 (the Nano's 8.2) to 10. TensorRT 11 removed the FP16
+# and INT8 builder flags, the INT8 calibrator base and platform_has_fast_*.
+SUPPORTED_MAJORS = (8, 9, 10)
+
+
+class TensorRTUnavailable(UserError, RuntimeError):
+    """TensorRT is missing here or is a version the builder does not support."""
+
+
+def major_version(version):
+    """'10.3.0.26' -> 10 (a number: as text '10' < '8')."""
+    head = str(version).split(".")[0]
+    return int(head) if head.isdigit() else None
+
+
+def check_version(trt):
+    """Raise one clear line when this TensorRT is not one the builder supports."""
+    version = getattr(trt, "__version__", "unknown")
+    if major_version(version) not in SUPPORTED_MAJORS:
+        raise TensorRTUnavailable(
+            "TensorRT {} is not supported: the engine builder needs TensorRT 8.x (the Nano's "
+            "8.2.1) to 10.x (TensorRT 11 removed the FP16/INT8 builder flags); on a desktop "
+            "`pip install 'tensorrt>=8,<11'`".format(version)
+        )
+    return trt
 
 
 def import_tensorrt():
     try:
         import tensorrt
     except ImportError as exc:
-        raise RuntimeError(
+        raise TensorRTUnavailable(
             "TensorRT's Python package is not importable here ({}). On a Jetson it comes with "
             "JetPack (python3-libnvinfer; in a container use --runtime nvidia with an l4t "
             "image); on a desktop `pip install 'tensorrt>=8,<11'`.".format(exc)
         ) from exc
-    return tensorrt
+    return check_version(tensorrt)
 
 
 def create_network(trt, builder):

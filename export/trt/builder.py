@@ -18,12 +18,13 @@ from export import bundle
 from export.trt import api
 from export.trt.calibrator import CalibrationImages, make_entropy_calibrator
 from export.trt.onnx_meta import read_bundle_meta
+from export.user_errors import UserError
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_WORKSPACE_MIB = 256
 
 
-class EngineBuildError(RuntimeError):
+class EngineBuildError(UserError, RuntimeError):
     """The engine cannot be built as asked; the message says why and what to do."""
 
 
@@ -185,7 +186,7 @@ def build_engine(
         gpu: the GPU name written into the metadata (probed when None).
         trt: the tensorrt module (tests pass a stand-in).
     """
-    trt = trt or api.import_tensorrt()
+    trt = api.check_version(trt or api.import_tensorrt())  # also the runtime's own module
     meta = read_bundle_meta(onnx_path)
     gpu = gpu or api.gpu_name()
     logger = trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)

@@ -64,7 +64,14 @@ def read_props(path):
     except ImportError:
         onnx = None
     if onnx is not None:
-        model = onnx.load(str(path), load_external_data=False)
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except OSError:
+            raise
+        except Exception as exc:  # protobuf's DecodeError and kin: the bytes are not ONNX
+            raise bundle.BundleError(
+                "{}: not a readable ONNX file ({})".format(path, str(exc).strip())
+            ) from exc
         return dict((p.key, p.value) for p in model.metadata_props)
     with open(str(path), "rb") as f:
         data = f.read()
