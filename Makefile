@@ -54,11 +54,11 @@ assets: setup
 # Each job first fetches what its recipe reads and is not there yet (offline: one clear line).
 prune-yolo: setup
 	$(PY) -m compress assets fetch --quiet --recipe $(RECIPE) --profile $(PROFILE)
-	$(PY) -m compress pipeline --recipe $(RECIPE) --profile $(PROFILE) --out $(RUN)
+	$(PY) -m nanoprune --recipe $(RECIPE) --profile $(PROFILE) --out $(RUN)
 
 prune-ssd: setup
 	$(PY) -m compress assets fetch --quiet --recipe $(SSD_RECIPE) --profile $(PROFILE)
-	$(PY) -m compress pipeline --recipe $(SSD_RECIPE) --profile $(PROFILE) --out runs/$(basename $(notdir $(SSD_RECIPE)))
+	$(PY) -m nanoprune --recipe $(SSD_RECIPE) --profile $(PROFILE) --out runs/$(basename $(notdir $(SSD_RECIPE)))
 
 export: setup
 	$(PY) -m export onnx --run $(RUN)

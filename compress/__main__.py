@@ -19,11 +19,11 @@ VERBS: dict[str, tuple[str, str]] = {
         "person AP50 / AP50:95, params and FLOPs of a model or a results JSON",
     ),
     "train": ("compress.train.cli", "train or fine-tune a detector from a recipe"),
-    "prune": ("compress.prune.cli", "sparsity training and adaptive channel + layer pruning"),
-    "search": (
-        "compress.prune.search_cli",
-        "SSD/YOLO structure search: clustering + particle swarm",
+    "prune": (
+        "compress.prune.cli",
+        "prune with a strategy: slimming (sparsity + learned threshold), acp (swarm search)",
     ),
+    "search": ("compress.prune.cli", "the same as `prune --method acp`"),
     "recover": (
         "compress.recover.cli",
         "recover a pruned model: fine-tune, grafting, distillation",
@@ -34,6 +34,9 @@ VERBS: dict[str, tuple[str, str]] = {
     ),
     "pipeline": ("compress.pipeline", "run a whole recipe end to end into one run folder"),
 }
+
+# verb -> the arguments it stands for in front of the user's (an alias of another verb)
+ALIASES: dict[str, list[str]] = {"search": ["--method", "acp"]}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(VERBS[argv[0]][0])
     parser = module.get_args_parser()
     parser.prog = f"python -m compress {argv[0]}"
-    return int(module.main(parser.parse_args(argv[1:])) or 0)
+    return int(module.main(parser.parse_args(ALIASES.get(argv[0], []) + argv[1:])) or 0)
 
 
 if __name__ == "__main__":
