@@ -8,10 +8,10 @@ import json
 import pytest
 import torch
 
+from compress.evaluate import model_figures as figures
 from compress.models.load import load_detector_dir
 from compress.models.yolo import YOLO
 from compress.prune.graph import prunable_bns
-from compress.evaluate import model_figures as figures
 from compress.prune.run import Context, prune_rounds
 from compress.prune.slimming import PRUNE_DEFAULTS, Slimming, settings
 from tests.conftest import need

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import torch
 
+from compress.evaluate import model_figures as figures
 from compress.models.yolo import YOLO
 from compress.prune.channel import Plan, compact
 from compress.prune.graph import build_graph
 from compress.prune.reconstruct import reconstruct
-from compress.evaluate import model_figures as figures
 from compress.prune.run import Context, recover_or_keep
 from tests.conftest import need
 
