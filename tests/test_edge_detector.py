@@ -15,7 +15,7 @@ from edge_runtime.errors import ModelError
 from edge_runtime.postprocess import select
 from edge_runtime.preprocess import Preprocessor
 from tests.conftest import need
-from tests.test_edge_fixtures import make_bundle, yolo_tiny_bundle
+from tests.edge_fixtures import make_bundle, yolo_tiny_bundle
 
 
 def test_detects_a_bright_square_in_frame_pixels(tmp_path: Path) -> None:
@@ -140,7 +140,8 @@ def test_yolov3_tiny_bundle_finds_the_person(assets: Path) -> None:
 @pytest.mark.parametrize("resize", ["letterbox", "stretch"])
 def test_preprocess_equals_export_parity_preprocess(resize: str) -> None:
     """The loop feeds the network exactly what export's parity check and calibrator feed it."""
-    trt_pre = pytest.importorskip("export.trt.preprocess")
+    from export.trt import preprocess as trt_pre
+
     meta = {
         "input_shape": [1, 3, 96, 128],
         "resize": resize,

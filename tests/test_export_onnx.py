@@ -163,9 +163,8 @@ def test_yolov3_tiny_real_weights_export(assets, tmp_path):
     cfg, weights, names = need(
         assets, "darknet/yolov3-tiny.cfg", "darknet/yolov3-tiny.weights", "darknet/coco.names"
     )
-    load = pytest.importorskip(
-        "compress.models.load", reason="YOLO engineer's loader not there yet"
-    )
+    from compress.models import load
+
     det = load.load_detector(
         {"family": "yolo", "cfg": str(cfg), "weights": str(weights), "names": str(names),
          "classes": ["person"], "input_size": 416}
@@ -181,7 +180,8 @@ def test_yolov3_tiny_real_weights_export(assets, tmp_path):
 
 
 def test_ssdlite_random_weights_export(assets, tmp_path):
-    ssd = pytest.importorskip("compress.models.ssd", reason="SSD engineer's adapter not there yet")
+    from compress.models import ssd
+
     det = ssd.build_from_config(
         {"variant": "ssdlite320_mobilenet_v3_large", "classes": ["person"], "input_size": 320}
     )
@@ -196,7 +196,8 @@ def test_ssdlite_random_weights_export(assets, tmp_path):
 def test_ssdlite_tf_pedestrian_graph_export(assets, tmp_path):
     """The real pedestrian SSDLite (TF graph, imported): parity on real photos with detections."""
     (pb,) = need(assets, "tf/pedestrian_ssdlite_frozen_inference_graph.pb")
-    ssd = pytest.importorskip("compress.models.ssd", reason="SSD engineer's adapter not there yet")
+    from compress.models import ssd
+
     det = ssd.build_from_config({"tf_graph": str(pb), "classes": ["person"]})
     out = tmp_path / "ssdlite-tf.onnx"
     report = export_bundle(det, out, "ssdlite-tf", parity_images=_real_images(assets))

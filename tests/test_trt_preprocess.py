@@ -89,9 +89,8 @@ def test_metadata_read_without_the_onnx_package(tmp_path, monkeypatch):
 )
 def test_same_blob_as_the_edge_runtime(shape, overrides):
     """Parity and INT8 calibration feed what the device loop feeds: bit-identical blobs."""
-    edge = pytest.importorskip(
-        "edge_runtime.preprocess", reason="EDGE engineer's preprocessing not there yet"
-    )
+    from edge_runtime import preprocess as edge
+
     frame = np.random.default_rng(1).integers(0, 256, size=shape, dtype=np.uint8)
     meta = bundle.make_meta(**{**META, **overrides})
     ours, _, _ = preprocess(frame, meta)
