@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.environment import COMPARABLE_KEYS
-from export.bundle import atomic_write_json
+from edge_runtime.files import atomic_write_json
 
 
 class CompareError(ValueError):

@@ -24,8 +24,9 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from compress.io import atomic_write_text, publish, sha256_file
+from compress.io import atomic_write_text, sha256_file
 from compress.paths import ENV_VAR, assets_root
+from edge_runtime.files import publish
 
 DARKNET = (
     "https://raw.githubusercontent.com/pjreddie/darknet/f6afaabcdf85f77e7aff2ec55c020c0e297c77f9"

@@ -28,6 +28,7 @@ import torch
 
 from compress.io import sha256_file, write_json
 from compress.paths import assets_root
+from edge_runtime import files
 from export import bundle
 from export.check import check_model
 from export.parity import DEFAULT_ATOL, ParityError, check_parity, load_images
@@ -145,9 +146,9 @@ def export_bundle(
     try:
         parity = check_parity(module, data, meta, images, atol=parity_atol)
     except ParityError:
-        bundle.atomic_write_bytes(str(out_path.with_suffix(".parity-failed.onnx")), data)
+        files.atomic_write_bytes(str(out_path.with_suffix(".parity-failed.onnx")), data)
         raise
-    bundle.atomic_write_bytes(str(out_path), data)
+    files.atomic_write_bytes(str(out_path), data)
     check = check_model(model, check_target, str(out_path))
     return {
         "onnx": str(out_path),
