@@ -212,8 +212,9 @@ def video_and_loops(
 ) -> None:
     """Models + HOG on the same decoded frames; the loop of the unpruned and final models."""
     from benchmarks.loop import measure_loop
-    from benchmarks.video import read_frames, time_on_frames
+    from benchmarks.video import time_on_frames
     from compress.paths import resolve_asset
+    from edge_runtime.video import read_frames
 
     video = resolve_asset(s["video"])
     if not video.is_file():
