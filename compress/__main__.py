@@ -1,15 +1,14 @@
 """`python -m compress <verb> ...`: the host-side command line.
 
-Each verb is a module with `get_args_parser()` and `main(args)` (the torchvision references'
-shape), imported only when that verb runs, so `--help` stays fast and a verb's heavy imports
-never slow the others down.
+Each verb is a module with `get_args_parser()` and `main(args)`, imported only when it runs
+(`edge_runtime.verbs.dispatch`).
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import sys
+
+from edge_runtime.verbs import dispatch
 
 # verb -> (module, one-line help). Add a verb by adding a line here.
 VERBS: dict[str, tuple[str, str]] = {
@@ -39,23 +38,8 @@ VERBS: dict[str, tuple[str, str]] = {
 ALIASES: dict[str, list[str]] = {"search": ["--method", "acp"]}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m compress", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="verb", metavar="VERB")
-    for name, (_, help_text) in VERBS.items():
-        sub.add_parser(name, help=help_text, add_help=False)
-    return parser
-
-
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in VERBS:
-        build_parser().parse_args(argv or ["--help"])
-        return 2
-    module = importlib.import_module(VERBS[argv[0]][0])
-    parser = module.get_args_parser()
-    parser.prog = f"python -m compress {argv[0]}"
-    return int(module.main(parser.parse_args(ALIASES.get(argv[0], []) + argv[1:])) or 0)
+    return dispatch("python -m compress", __doc__.splitlines()[0], VERBS, argv, ALIASES)
 
 
 if __name__ == "__main__":
