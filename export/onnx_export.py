@@ -26,6 +26,7 @@ from typing import Any
 import onnx
 import torch
 
+from compress.evaluate import model_figures
 from compress.io import sha256_file, write_json
 from compress.paths import assets_root
 from edge_runtime import files
@@ -46,13 +47,6 @@ def state_sha256(module: torch.nn.Module) -> str:
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
         h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
-
-
-def model_cost(detector: torch.nn.Module, input_size: tuple[int, int]) -> dict[str, int]:
-    """Params and FLOPs (= 2 x MACs) at the exported input size."""
-    from compress.evaluate import count_flops, count_params
-
-    return {"params": int(count_params(detector)), "flops": int(count_flops(detector, input_size))}
 
 
 def trace_to_onnx(
@@ -84,7 +78,7 @@ def bundle_metadata(
 ) -> dict:
     fields = dict(detector.bundle_meta())
     fields.update(name=name, input_name=INPUT_NAME, opset=opset, dynamic_batch=bool(dynamic_batch))
-    fields.update(model_cost(detector, tuple(detector.input_size)))
+    fields.update(model_figures(detector))
     source = {
         "state_sha256": state_sha256(detector),
         "torch": torch.__version__,

@@ -88,9 +88,9 @@ def run_recovery(
 
 
 def main(args: argparse.Namespace) -> int:
+    from compress.evaluate import model_figures
     from compress.models.load import save_detector
     from compress.recipe import load_recipe
-    from compress.train.reporting import model_figures
 
     if args.methods and not args.compare:
         raise SystemExit("recover: --methods only goes with --compare")
@@ -113,6 +113,7 @@ def main(args: argparse.Namespace) -> int:
             "AP50": best.get("AP50"),
             "AP50_95": best.get("AP50_95"),
             **model_figures(model),
+            "input_size": list(model.input_size),
         }
         write_json(
             out / "report.json",

@@ -44,9 +44,9 @@ def train_settings(recipe: dict[str, Any], args: argparse.Namespace) -> dict[str
 
 def write_models(detector: Any, out: Path, history: dict[str, Any]) -> dict[str, Any]:
     """final/ (the trained weights) and best/ (the best evaluated ones, when kept)."""
+    from compress.evaluate import model_figures
     from compress.models.load import save_detector
     from compress.train.engine import load_best
-    from compress.train.reporting import model_figures
 
     save_detector(detector, out / "final")
     models = {"final": "final", "use": "final"}
@@ -55,7 +55,11 @@ def write_models(detector: Any, out: Path, history: dict[str, Any]) -> dict[str,
         load_best(best, out)
         save_detector(best, out / "best")
         models.update(best="best", use="best")
-    return {"models": models, **model_figures(detector.cpu())}
+    return {
+        "models": models,
+        **model_figures(detector.cpu()),
+        "input_size": list(detector.input_size),
+    }
 
 
 def main(args: argparse.Namespace) -> int:
