@@ -90,7 +90,7 @@ def bundle(tmp_path: Path) -> Path:
 
 
 def yolo_tiny_bundle(assets_root: str) -> Path:
-    """The real YOLOv3-tiny person bundle (YOLO + EXPORT engineers' code), exported once per
+    """The real YOLOv3-tiny person bundle (Darknet loader + ONNX exporter), exported once per
     test session; skips when the assets or the host exporter are absent."""
     return yolo_tiny(assets_root)[1]
 

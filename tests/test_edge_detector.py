@@ -127,7 +127,7 @@ def test_threads_are_recorded(tmp_path: Path) -> None:
 
 
 def test_yolov3_tiny_bundle_finds_the_person(assets: Path) -> None:
-    """The real YOLOv3-tiny person bundle (EXPORT + YOLO engineers) finds people in person.jpg."""
+    """The real YOLOv3-tiny person bundle (exported from the Darknet weights) finds people in person.jpg."""
     (image,) = need(assets, "images/person.jpg")
     det = BundleDetector(yolo_tiny_bundle(str(assets)), threads=2)
     boxes, scores, classes = det.detect(cv2.imread(str(image)))

@@ -227,7 +227,7 @@ random=0
 
 
 def tiny_yolo(input_size: int = 64, seed: int = 0):
-    """The tiny cfg above as a one-class person YOLO (YOLO engineer's builder)."""
+    """The tiny cfg above as a one-class person YOLO (the Darknet cfg builder)."""
     from compress.models.yolo import YOLO
 
     torch.manual_seed(seed)

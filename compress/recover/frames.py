@@ -2,7 +2,7 @@
 
 Real deployments have hours of video and few labels: the teacher's outputs on the frames are
 the targets. Frames are read with OpenCV (every `stride`-th frame, at most `max_frames`), put
-through the detector's own preprocessing (DATA's eval transform: letterbox or stretch) and
+through the detector's own preprocessing (the data's eval transform: letterbox or stretch) and
 kept in memory as uint8 at the input size.
 """
 
