@@ -90,3 +90,53 @@ def test_a_strategy_flag_given_to_another_strategy_is_refused(monkeypatch):
     argv = ["prune", "--recipe", "configs/yolov3-tiny-person.yaml", "--out", "x"]
     with pytest.raises(SystemExit, match="flags of --method uniform"):
         main(argv + ["--ratio", "0.3"])  # the recipe's method is slimming
+
+
+def test_no_import_circle_inside_compress_prune():
+    """Strategies depend on the run's types, the run on the strategies: with a circle, the
+    package's modules could only be imported in one order (or a lazy import hides it)."""
+    import ast
+    from pathlib import Path
+
+    import compress.prune
+
+    root = Path(compress.prune.__file__).parent
+    modules = {
+        ".".join(("compress.prune", *p.relative_to(root).with_suffix("").parts)).removesuffix(
+            ".__init__"
+        ): p
+        for p in root.rglob("*.py")
+    }
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text())
+        typing_only = {
+            id(n)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+            for n in ast.walk(node)
+        }
+        deps = set()
+        for node in ast.walk(tree):
+            if id(node) in typing_only or not isinstance(node, ast.ImportFrom) or node.level:
+                continue
+            target = node.module or ""
+            for alias in node.names:
+                for cand in (f"{target}.{alias.name}", target):
+                    if cand in modules and cand != name:
+                        deps.add(cand)
+                        break
+        graph[name] = deps
+
+    def cycle_from(start: str, node: str, seen: tuple[str, ...]) -> tuple[str, ...] | None:
+        for dep in graph[node]:
+            if dep == start:
+                return (*seen, dep)
+            if dep not in seen:
+                found = cycle_from(start, dep, (*seen, dep))
+                if found:
+                    return found
+        return None
+
+    circles = [c for m in graph if (c := cycle_from(m, m, (m,)))]
+    assert not circles, circles[0]
