@@ -219,32 +219,32 @@ def recover_or_keep(
     return start, report, dict(before), why
 
 
-def realise(
-    choice: Choice, ctx: Context, recover_dir: Path | None
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Cut, refit, evaluate and (with `recover_dir`) recover one choice. Returns the model and
-    its record: pruned / recover / recovered figures, `recover_kept` when recovery was undone."""
+def cut_and_measure(choice: Choice, ctx: Context) -> tuple[nn.Module, dict[str, Any]]:
+    """Cut and refit one choice, then evaluate it: (model, {"pruned": figures})."""
     pruned, refit = cut(choice, ctx)
     if refit is not None:
         choice.report["reconstruct"] = refit
-    rec: dict[str, Any] = {"pruned": ctx.measure(pruned)}
-    if recover_dir is None:
-        rec["recovered"] = rec["pruned"]
-        return pruned, rec
+    return pruned, {"pruned": ctx.measure(pruned)}
+
+
+def recover_step(
+    pruned: nn.Module, rec: dict[str, Any], choice: Choice, ctx: Context, out_dir: Path
+) -> nn.Module:
+    """Recover (or keep) a cut model; its record gains recover / recovered / recover_kept."""
     teacher = choice.teacher if choice.teacher is not None else choice.source
     model, rec["recover"], rec["recovered"], kept = recover_or_keep(
-        pruned, rec["pruned"], ctx, recover_dir, teacher
+        pruned, rec["pruned"], ctx, out_dir, teacher
     )
     if kept:
         rec["recover_kept"] = kept
-    return model, rec
+    return model
 
 
 def prune_rounds(
     detector: nn.Module, ctx: Context, strategy: Strategy, out_dir: Path
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Rounds of choose -> cut -> refit -> recover until the strategy stops. Returns the kept
-    model and the strategy's report."""
+    """Rounds of choose -> cut -> refit -> evaluate -> recover until the strategy stops.
+    Returns the kept model and the strategy's report."""
     from compress.models.load import save_detector
 
     baseline = ctx.baseline or ctx.measure(detector)
@@ -259,19 +259,17 @@ def prune_rounds(
             stop = rec["stopped"] = choice.empty
             rounds.append(rec)
             break
-        recover_dir = rdir / "recover" if strategy.recovers else None
-        pruned, cut_rec = realise(choice, ctx, None)
-        rec.update(cut_rec)
+        pruned, measured = cut_and_measure(choice, ctx)
+        rec.update(measured)
+        # side-by-side structures go through the same steps before this round's recovery
         for name, other in strategy.beside(k, choice, rec, ctx).items():
-            _, side = realise(other, ctx, rdir / f"{name}_recover")
+            side_model, side = cut_and_measure(other, ctx)
+            recover_step(side_model, side, other, ctx, rdir / f"{name}_recover")
             rec.setdefault("beside", {})[name] = {**side, "choice": other.report}
-        if recover_dir is not None:
-            teacher = choice.teacher if choice.teacher is not None else choice.source
-            pruned, rec["recover"], rec["recovered"], kept = recover_or_keep(
-                pruned, rec["pruned"], ctx, recover_dir, teacher
-            )
-            if kept:
-                rec["recover_kept"] = kept
+        if strategy.recovers:
+            pruned = recover_step(pruned, rec, choice, ctx, rdir / "recover")
+        else:
+            rec["recovered"] = rec["pruned"]
         if rdir != out_dir:
             rec["model"] = str(save_detector(pruned, rdir / "model"))
         rounds.append(rec)
