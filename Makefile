@@ -10,7 +10,6 @@ RUN ?= runs/$(basename $(notdir $(RECIPE)))
 NANOPRUNE_ASSETS ?= ./assets
 # What runs on the Nano (Python 3.6, no torch): vermin holds these to 3.6.
 DEVICE_PY := edge_runtime export/__init__.py export/__main__.py export/bundle.py export/trt \
-	export/user_errors.py \
 	benchmarks/__init__.py benchmarks/__main__.py benchmarks/latency.py benchmarks/loop.py \
 	benchmarks/stats.py benchmarks/environment.py benchmarks/video.py benchmarks/tracking.py \
 	benchmarks/power.py \
@@ -81,11 +80,11 @@ assets: setup
 # Each job first fetches what its recipe reads and is not there yet (offline: one clear line).
 prune-yolo: setup
 	$(PY) -m compress assets fetch --quiet --recipe $(RECIPE) --profile $(PROFILE)
-	$(PY) -m compress pipeline --recipe $(RECIPE) --profile $(PROFILE) --out $(RUN)
+	$(PY) -m nanoprune --recipe $(RECIPE) --profile $(PROFILE) --out $(RUN)
 
 prune-ssd: setup
 	$(PY) -m compress assets fetch --quiet --recipe $(SSD_RECIPE) --profile $(PROFILE)
-	$(PY) -m compress pipeline --recipe $(SSD_RECIPE) --profile $(PROFILE) --out runs/$(basename $(notdir $(SSD_RECIPE)))
+	$(PY) -m nanoprune --recipe $(SSD_RECIPE) --profile $(PROFILE) --out runs/$(basename $(notdir $(SSD_RECIPE)))
 
 export: setup
 	$(PY) -m export onnx --run $(RUN)

@@ -5,10 +5,9 @@ Each verb is a module with `get_args_parser()` and `main(args)`, imported only w
 and `compare` are host-side. This file stays Python 3.6 syntax so the device can use it.
 """
 
-import importlib
 import sys
 
-from export.user_errors import run_verb
+from edge_runtime.verbs import dispatch
 
 # verb -> (module, one-line help). Add a verb by adding a line here.
 VERBS = {
@@ -26,24 +25,8 @@ VERBS = {
 }
 
 
-def usage():
-    lines = ["usage: python -m benchmarks VERB [options]", "", "verbs:"]
-    lines += [f"  {name:<9} {text}" for name, (_, text) in VERBS.items()]
-    return "\n".join(lines)
-
-
 def main(argv=None):
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(usage())
-        return 0 if argv else 2
-    if argv[0] not in VERBS:
-        print(f"unknown verb {argv[0]!r}\n{usage()}", file=sys.stderr)
-        return 2
-    module = importlib.import_module(VERBS[argv[0]][0])
-    parser = module.get_args_parser()
-    parser.prog = "python -m benchmarks " + argv[0]
-    return run_verb(module.main, parser.parse_args(argv[1:]))
+    return dispatch("python -m benchmarks", __doc__.splitlines()[0], VERBS, argv)
 
 
 if __name__ == "__main__":

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.environment import COMPARABLE_KEYS
-from export.bundle import atomic_write_json
-from export.user_errors import UserError
+from edge_runtime.files import atomic_write_json
+from edge_runtime.user_errors import UserError
 
 
 class CompareError(UserError, ValueError):

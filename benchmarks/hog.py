@@ -17,8 +17,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from benchmarks.video import read_frames, time_on_frames
+from benchmarks.video import time_on_frames
 from edge_runtime.postprocess import nms
+from edge_runtime.video import read_frames
 
 
 class HogPeopleDetector:

@@ -19,8 +19,8 @@ import numpy as np
 
 from benchmarks import environment
 from benchmarks.stats import round_robin_orders, speedup, summarize
+from edge_runtime.files import atomic_write_json, sha256_file
 from edge_runtime.power import PowerSampler, describe
-from export.bundle import atomic_write_json, sha256_file
 
 MODES = ("infer", "detect")
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".mov", ".webm")

@@ -12,8 +12,8 @@ import sys
 import time
 
 from benchmarks import environment
+from edge_runtime.files import atomic_write_json
 from edge_runtime.power import describe
-from export.bundle import atomic_write_json
 
 SKIP_FRAMES = 5  # frames run before the measured pass: engine warm-up, caches, decoder start
 

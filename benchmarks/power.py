@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from edge_runtime import power, tegrastats
-from export.bundle import atomic_write_json
+from edge_runtime.files import atomic_write_json
 
 
 def format_summary(summary, skipped=()):

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import environment
-from export.user_errors import UserError
+from edge_runtime.user_errors import UserError
 
 UNPRUNED, FINAL = "unpruned", "final"
 OUT_DIR = "benchmarks"  # <run>/benchmarks: this verb's outputs (the pipeline owns <run>/bench)
@@ -213,8 +213,9 @@ def video_and_loops(
 ) -> None:
     """Models + HOG on the same decoded frames; the loop of the unpruned and final models."""
     from benchmarks.loop import measure_loop
-    from benchmarks.video import read_frames, time_on_frames
+    from benchmarks.video import time_on_frames
     from compress.paths import resolve_asset
+    from edge_runtime.video import read_frames
 
     video = resolve_asset(s["video"])
     if not video.is_file():

@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from benchmarks import environment
-from export.bundle import atomic_write_json
+from edge_runtime.files import atomic_write_json
 
 WIDTH, HEIGHT = 1280, 720
 

@@ -10,29 +10,6 @@ import time
 from benchmarks.stats import round_robin_orders, summarize
 
 
-def read_frames(video, count, start=0, stride=1):
-    """Up to `count` BGR frames of a video file (every `stride`-th from frame `start`)."""
-    import cv2
-
-    cap = cv2.VideoCapture(str(video))
-    if not cap.isOpened():
-        raise ValueError(f"{video}: OpenCV cannot open this video")
-    frames, index = [], 0
-    try:
-        while len(frames) < count:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            if index >= start and (index - start) % stride == 0:
-                frames.append(frame)
-            index += 1
-    finally:
-        cap.release()
-    if not frames:
-        raise ValueError(f"{video}: no frames decoded (from frame {start})")
-    return frames
-
-
 def time_on_frames(detectors, frames, warmup=2):
     """detectors: [(name, detect(frame) -> (boxes, scores, classes))]; the same frames for all.
 

@@ -1,17 +1,14 @@
 """`python -m compress <verb> ...`: the host-side command line.
 
-Each verb is a module with `get_args_parser()` and `main(args)` (the torchvision references'
-shape), imported only when that verb runs, so `--help` stays fast and a verb's heavy imports
-never slow the others down.
+Each verb is a module with `get_args_parser()` and `main(args)`, imported only when it runs
+(`edge_runtime.verbs.dispatch`).
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import sys
 
-from export.user_errors import run_verb
+from edge_runtime.verbs import dispatch
 
 # verb -> (module, one-line help). Add a verb by adding a line here.
 VERBS: dict[str, tuple[str, str]] = {
@@ -21,11 +18,11 @@ VERBS: dict[str, tuple[str, str]] = {
         "person AP50 / AP50:95, params and FLOPs of a model or a results JSON",
     ),
     "train": ("compress.train.cli", "train or fine-tune a detector from a recipe"),
-    "prune": ("compress.prune.cli", "sparsity training and adaptive channel + layer pruning"),
-    "search": (
-        "compress.prune.search_cli",
-        "SSD/YOLO structure search: clustering + particle swarm",
+    "prune": (
+        "compress.prune.cli",
+        "prune with a strategy: slimming (sparsity + learned threshold), acp (swarm search)",
     ),
+    "search": ("compress.prune.cli", "the same as `prune --method acp`"),
     "recover": (
         "compress.recover.cli",
         "recover a pruned model: fine-tune, grafting, distillation",
@@ -37,24 +34,12 @@ VERBS: dict[str, tuple[str, str]] = {
     "pipeline": ("compress.pipeline", "run a whole recipe end to end into one run folder"),
 }
 
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m compress", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="verb", metavar="VERB")
-    for name, (_, help_text) in VERBS.items():
-        sub.add_parser(name, help=help_text, add_help=False)
-    return parser
+# verb -> the arguments it stands for in front of the user's (an alias of another verb)
+ALIASES: dict[str, list[str]] = {"search": ["--method", "acp"]}
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in VERBS:
-        build_parser().parse_args(argv or ["--help"])
-        return 2
-    module = importlib.import_module(VERBS[argv[0]][0])
-    parser = module.get_args_parser()
-    parser.prog = f"python -m compress {argv[0]}"
-    return run_verb(module.main, parser.parse_args(argv[1:]))
+    return dispatch("python -m compress", __doc__.splitlines()[0], VERBS, argv, ALIASES)
 
 
 if __name__ == "__main__":

@@ -24,9 +24,10 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from compress.io import atomic_write_text, publish, sha256_file
+from compress.io import atomic_write_text, sha256_file
 from compress.paths import ENV_VAR, assets_root
-from export.user_errors import UserError
+from edge_runtime.files import publish
+from edge_runtime.user_errors import UserError
 
 DARKNET = (
     "https://raw.githubusercontent.com/pjreddie/darknet/f6afaabcdf85f77e7aff2ec55c020c0e297c77f9"

@@ -141,7 +141,7 @@ def load_model(path: str, profile: str | None):
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from compress.data.records import DataError
-    from compress.evaluate import coco_evaluate, count_flops, count_params, predict, read_results
+    from compress.evaluate import coco_evaluate, model_figures, predict, read_results
 
     if bool(args.model) == bool(args.results):
         raise ValueError("pass exactly one of --model or --results")
@@ -178,8 +178,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "family": detector.family,
             "input_size": [h, w],
             "resize": detector.resize_mode,
-            "params": count_params(detector),
-            "flops": count_flops(detector, (h, w)),
+            **model_figures(detector),
             "flops_note": "torch.utils.flop_counter: conv/matmul only, FLOPs = 2 x MACs",
             "score_threshold": args.score_threshold,
             "nms_iou": detector.default_nms_iou if args.nms_iou is None else args.nms_iou,

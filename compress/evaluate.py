@@ -198,6 +198,18 @@ def evaluate_detector(
     return report
 
 
+def model_figures(model: nn.Module, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Parameters and FLOPs at the model's own input size, with AP50 / AP50:95 from `metrics`
+    when given: the figures every stage reports a model by."""
+    out: dict[str, Any] = {
+        "params": count_params(model),
+        "flops": count_flops(model, model.input_size),
+    }
+    if metrics:
+        out.update({k: metrics[k] for k in ("AP50", "AP50_95") if k in metrics})
+    return out
+
+
 def count_params(model: nn.Module) -> int:
     """Parameters (shared tensors once), trainable or not."""
     return sum(p.numel() for p in model.parameters())

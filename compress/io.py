@@ -1,45 +1,22 @@
-"""Atomic file writes and hashing for the host side.
-
-Every artifact (checkpoint, weights, report) is written to a temporary file in the same folder
-and renamed over the target, so a crash or a full disk never leaves half a file where a good
-one was (DESIGN.md section 3).
+"""Atomic file writes and hashing for the host side: the device side's `edge_runtime.files`
+(one implementation for every package), plus JSON of numpy/Path values, torch checkpoints and
+the file records reports hold.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from edge_runtime import files
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        publish(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def publish(tmp: str | os.PathLike, target: str | os.PathLike) -> None:
-    """Rename a finished temp file into place with ordinary permissions: mkstemp makes files
-    owner-only, but reports, weights and bundles are shared (volumes, read-only mounts)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, target)
+    """Write `data` to a temp file beside `path`, then rename it over `path`."""
+    return Path(files.atomic_write_bytes(path, data))
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -67,11 +44,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
+    return files.sha256_file(path, chunk)
 
 
 def file_record(path: str | os.PathLike) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from export.user_errors import UserError
+from edge_runtime.user_errors import UserError
 
 
 class RecipeError(UserError, ValueError):
@@ -56,3 +56,31 @@ def load_recipe(
     recipe.setdefault("name", path.stem)
     recipe["_source"] = {"path": str(path), "profile": profile}
     return recipe
+
+
+def load_inputs(
+    recipe: dict[str, Any], model_dir: str | os.PathLike | None = None, need_val: bool = True
+):
+    """(detector, train_ds, val_ds) for a recipe: the `model:` section (or the saved model folder
+    `model_dir`), and its `data:` split as that model sees images, training augmentation from
+    `train.augment`. Every verb that trains, prunes or recovers starts here; all but plain
+    training need held-out images (`need_val`)."""
+    from compress.data.build import datasets_for
+    from compress.models.load import load_detector, load_detector_dir
+
+    source = recipe.get("_source", {}).get("path", "recipe")
+    if "data" not in recipe:
+        raise RecipeError(f"{source}: the recipe has no `data:` section")
+    if model_dir is not None:
+        detector = load_detector_dir(model_dir)
+    elif "model" in recipe:
+        detector = load_detector(recipe["model"])
+    else:
+        raise RecipeError(f"{source}: no `model:` section and no model folder given")
+    augment = (recipe.get("train") or {}).get("augment")
+    train_ds, val_ds = datasets_for(detector, recipe["data"], augment)
+    if need_val and len(val_ds) == 0:
+        raise RecipeError(
+            f"{source}: data gives no held-out images (val_fraction: {recipe['data'].get('val_fraction')})"
+        )
+    return detector, train_ds, val_ds

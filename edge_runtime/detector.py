@@ -9,7 +9,7 @@ The loop in `edge_runtime.pipeline` runs the very same three steps (`preprocess`
 
 from edge_runtime.backends import open_backend
 from edge_runtime.postprocess import Postprocessor
-from edge_runtime.preprocess import Preprocessor
+from export.trt.preprocess import Preprocessor
 
 
 class BundleDetector(object):

@@ -1,6 +1,6 @@
 """Errors the command line turns into one clear line and a non-zero exit."""
 
-from export.user_errors import UserError
+from edge_runtime.user_errors import UserError
 
 
 class EdgeError(UserError):

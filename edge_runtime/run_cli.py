@@ -12,13 +12,13 @@ from edge_runtime.backends import BACKENDS
 from edge_runtime.detector import BundleDetector
 from edge_runtime.device import facts as device_facts
 from edge_runtime.errors import EdgeError
+from edge_runtime.files import atomic_write_json
 from edge_runtime.mjpeg import MjpegServer
 from edge_runtime.outputs import DetectionLog, VideoRecorder, WindowOutput, display_available
 from edge_runtime.pipeline import run_loop
 from edge_runtime.power import PowerSampler, describe, with_throughput
 from edge_runtime.sources import add_source_args, source_from_args
 from edge_runtime.tracking import add_tracking_args, tracking_from_args
-from export.bundle import atomic_write_json
 
 
 def get_args_parser():

@@ -4,11 +4,9 @@ Each verb is a module with `get_args_parser()` and `main(args)`, imported only w
 `engine` stays torch-free and Python 3.6 so it runs on the Jetson Nano.
 """
 
-import argparse
-import importlib
 import sys
 
-from export.user_errors import run_verb
+from edge_runtime.verbs import dispatch
 
 # verb -> (module, one-line help). Add a verb by adding a line here.
 VERBS = {
@@ -21,23 +19,8 @@ VERBS = {
 }
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="verb", metavar="VERB")
-    for name, (_, help_text) in VERBS.items():
-        sub.add_parser(name, help=help_text, add_help=False)
-    return parser
-
-
 def main(argv=None):
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in VERBS:
-        build_parser().parse_args(argv or ["--help"])
-        return 2
-    module = importlib.import_module(VERBS[argv[0]][0])
-    parser = module.get_args_parser()
-    parser.prog = "python -m export " + argv[0]
-    return run_verb(module.main, parser.parse_args(argv[1:]))
+    return dispatch("python -m export", __doc__.splitlines()[0], VERBS, argv)
 
 
 if __name__ == "__main__":

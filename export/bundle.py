@@ -20,12 +20,9 @@ Fields (format_version 1):
   flops, params    optional ints (at input_shape);  source optional dict (run, sha256, ...)
 """
 
-import hashlib
 import json
-import os
-import tempfile
 
-from export.user_errors import UserError
+from edge_runtime.user_errors import UserError
 
 METADATA_KEY = "nanoprune"
 FORMAT_VERSION = 1
@@ -110,43 +107,3 @@ def from_props(props, source="model"):
     merged = json.loads(json.dumps(DEFAULTS))
     merged.update(meta)
     return validate(merged)
-
-
-def sha256_file(path, chunk=1 << 20):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(chunk)
-            if not block:
-                break
-            h.update(block)
-    return h.hexdigest()
-
-
-def atomic_write_bytes(path, data):
-    """Write to a temp file in the same folder, then rename: never half a file in place."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        os.makedirs(folder)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp makes files owner-only; engines and bundles live on shared volumes.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def atomic_write_json(path, obj):
-    return atomic_write_bytes(
-        path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8")
-    )

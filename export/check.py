@@ -21,13 +21,13 @@ from pathlib import Path
 import onnx
 from onnx import numpy_helper
 
+from edge_runtime.user_errors import UserError
 from export.trt_support import (
     RESIZE_COORDINATE_MODES,
     RESIZE_MODES,
     RESIZE_NEAREST_MODES,
     TARGETS,
 )
-from export.user_errors import UserError
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1

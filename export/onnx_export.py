@@ -26,8 +26,10 @@ from typing import Any
 import onnx
 import torch
 
+from compress.evaluate import model_figures
 from compress.io import sha256_file, write_json
 from compress.paths import assets_root
+from edge_runtime import files
 from export import bundle
 from export.check import check_model
 from export.parity import DEFAULT_ATOL, ParityError, check_parity, load_images
@@ -45,15 +47,6 @@ def state_sha256(module: torch.nn.Module) -> str:
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
         h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
-
-
-def model_cost(detector: torch.nn.Module, input_size: tuple[int, int]) -> dict[str, int]:
-    """Params and FLOPs (= 2 x MACs) through compress.evaluate when it is there."""
-    try:
-        from compress.evaluate import count_flops, count_params
-    except ImportError:
-        return {"params": sum(p.numel() for p in detector.parameters())}
-    return {"params": int(count_params(detector)), "flops": int(count_flops(detector, input_size))}
 
 
 def trace_to_onnx(
@@ -85,7 +78,7 @@ def bundle_metadata(
 ) -> dict:
     fields = dict(detector.bundle_meta())
     fields.update(name=name, input_name=INPUT_NAME, opset=opset, dynamic_batch=bool(dynamic_batch))
-    fields.update(model_cost(detector, tuple(detector.input_size)))
+    fields.update(model_figures(detector))
     source = {
         "state_sha256": state_sha256(detector),
         "torch": torch.__version__,
@@ -147,9 +140,9 @@ def export_bundle(
     try:
         parity = check_parity(module, data, meta, images, atol=parity_atol)
     except ParityError:
-        bundle.atomic_write_bytes(str(out_path.with_suffix(".parity-failed.onnx")), data)
+        files.atomic_write_bytes(str(out_path.with_suffix(".parity-failed.onnx")), data)
         raise
-    bundle.atomic_write_bytes(str(out_path), data)
+    files.atomic_write_bytes(str(out_path), data)
     check = check_model(model, check_target, str(out_path))
     return {
         "onnx": str(out_path),

@@ -21,8 +21,8 @@ from torch import nn
 
 from compress.models.base import postprocess
 from compress.paths import assets_root
+from edge_runtime.user_errors import UserError
 from export.trt.preprocess import IMAGE_SUFFIXES, list_images, preprocess, read_image
-from export.user_errors import UserError
 
 DEFAULT_ATOL = 1e-4
 

@@ -304,16 +304,17 @@ def test_search_works_on_a_darknet_yolo_and_saves_a_cfg(tmp_path):
 def test_search_verb_on_the_smoke_recipe_writes_model_report_and_plots(assets, tmp_path):
     import json
 
+    from compress.__main__ import main
     from compress.models.load import load_detector_dir
-    from compress.prune import search_cli
     from tests.conftest import need
 
     need(assets, "coco128/images/train2017", "coco128/labels/train2017", "darknet/coco.names")
-    args = search_cli.get_args_parser().parse_args(
-        ["--recipe", "configs/ssdlite-person.yaml", "--profile", "smoke", "--out", str(tmp_path),
-         "--particles", "2", "--cycles", "1", "--target", "0.6", "--no-recover"]
+    # `search` is `prune --method acp`
+    rc = main(
+        ["search", "--recipe", "configs/ssdlite-person.yaml", "--profile", "smoke", "--out", str(tmp_path),
+         "--particles", "2", "--swarm-cycles", "1", "--target", "0.6", "--no-recover"]
     )  # fmt: skip
-    assert search_cli.main(args) == 0
+    assert rc == 0
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["method"] == "acp" and report["recovered"] is None
     assert report["final"]["flops"] < report["baseline"]["flops"]
@@ -325,13 +326,10 @@ def test_search_verb_on_the_smoke_recipe_writes_model_report_and_plots(assets, t
 
 
 def test_search_verb_rejects_bad_flags():
-    from compress.prune import search_cli
+    from compress.__main__ import main
 
-    args = search_cli.get_args_parser().parse_args(
-        ["--recipe", "configs/ssdlite-person.yaml", "--out", "x", "--target", "1.5"]
-    )
     with pytest.raises(SystemExit, match="target"):
-        search_cli.main(args)
+        main(["search", "--recipe", "configs/ssdlite-person.yaml", "--out", "x", "--target", "1.5"])
 
 
 def test_fitness_penalises_only_missing_the_budget():

@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from compress.__main__ import main as compress_main
+from edge_runtime.user_errors import run_verb
 from export.__main__ import main as export_main
-from export.user_errors import run_verb
-from tests.test_train_support import TINY_YOLO_CFG
+from tests.train_support import TINY_YOLO_CFG
 
 
 def write_data(root: Path, n: int = 4) -> Path:
@@ -155,7 +155,7 @@ def test_a_bug_keeps_its_traceback():
 
 
 def test_traceback_on_request(monkeypatch):
-    from export.user_errors import UserError
+    from edge_runtime.user_errors import UserError
 
     def bad(args):
         raise UserError("x.cfg:3: bad")

@@ -9,7 +9,8 @@ import pytest
 
 from benchmarks import __main__ as bench_cli
 from benchmarks.hog import HogPeopleDetector, hog_speed
-from benchmarks.video import read_frames, time_on_frames
+from benchmarks.video import time_on_frames
+from edge_runtime.video import read_frames
 from tests.conftest import need
 
 

@@ -357,7 +357,9 @@ def test_image_files_run_under_python36(tmp_path):
     assert "--backend trt --source 0" in proc.stdout
     proc = run(entry, "--model", str(engine), "--precision", "int8", "--dry-run")
     assert proc.returncode == 2 and "no fast INT8" in proc.stderr
-    proc = run("-m", "export")  # the verb the messages name is there (it needs numpy to run)
+    proc = run(
+        "-m", "export", "--help"
+    )  # the verb the messages name is there (it needs numpy to run)
     assert proc.returncode == 0 and "engine" in proc.stdout, proc.stderr
 
 

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.test_edge_fixtures import make_bundle
+from tests.edge_fixtures import make_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -92,7 +92,7 @@ def test_one_track_per_visitor_and_each_zone_entry_and_exit_counted(conf: float)
 def test_cache_is_what_the_model_detects(assets: Path) -> None:
     (video,) = need(assets, TRUTH["video"])
     from edge_runtime.detector import BundleDetector
-    from tests.test_edge_fixtures import yolo_tiny_bundle
+    from tests.edge_fixtures import yolo_tiny_bundle
 
     det = BundleDetector(yolo_tiny_bundle(str(assets)), threads=1, score_threshold=0.1)
     cap = cv2.VideoCapture(str(video))

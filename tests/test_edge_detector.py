@@ -13,9 +13,9 @@ from edge_runtime.backends import open_backend
 from edge_runtime.detector import BundleDetector
 from edge_runtime.errors import ModelError
 from edge_runtime.postprocess import select
-from edge_runtime.preprocess import Preprocessor
+from export.trt.preprocess import Preprocessor
 from tests.conftest import need
-from tests.test_edge_fixtures import make_bundle, yolo_tiny_bundle
+from tests.edge_fixtures import make_bundle, yolo_tiny_bundle
 
 
 def test_detects_a_bright_square_in_frame_pixels(tmp_path: Path) -> None:
@@ -127,7 +127,7 @@ def test_threads_are_recorded(tmp_path: Path) -> None:
 
 
 def test_yolov3_tiny_bundle_finds_the_person(assets: Path) -> None:
-    """The real YOLOv3-tiny person bundle (EXPORT + YOLO engineers) finds people in person.jpg."""
+    """The real YOLOv3-tiny person bundle (exported from the Darknet weights) finds people in person.jpg."""
     (image,) = need(assets, "images/person.jpg")
     det = BundleDetector(yolo_tiny_bundle(str(assets)), threads=2)
     boxes, scores, classes = det.detect(cv2.imread(str(image)))
@@ -135,23 +135,6 @@ def test_yolov3_tiny_bundle_finds_the_person(assets: Path) -> None:
     assert (classes == 0).sum() >= 1 and scores.max() > 0.5
     x1, y1, x2, y2 = boxes[int(scores.argmax())]
     assert (y2 - y1) > 200 and (y2 - y1) > (x2 - x1)  # a standing person, in original pixels
-
-
-@pytest.mark.parametrize("resize", ["letterbox", "stretch"])
-def test_preprocess_equals_export_parity_preprocess(resize: str) -> None:
-    """The loop feeds the network exactly what export's parity check and calibrator feed it."""
-    trt_pre = pytest.importorskip("export.trt.preprocess")
-    meta = {
-        "input_shape": [1, 3, 96, 128],
-        "resize": resize,
-        "pad_value": 114,
-        "color": "RGB",
-        "normalize": {"scale": 1 / 255, "mean": [0.1, 0.2, 0.3], "std": [0.5, 0.6, 0.7]},
-    }
-    frame = np.random.default_rng(2).integers(0, 255, (77, 131, 3), dtype=np.uint8)
-    ours, _ = Preprocessor(meta)(frame)
-    theirs = trt_pre.preprocess(frame, meta)[0]
-    np.testing.assert_array_equal(ours, theirs)
 
 
 def test_ort_provider_choice_and_tensorrt_options(tmp_path: Path) -> None:

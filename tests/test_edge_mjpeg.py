@@ -17,7 +17,7 @@ from edge_runtime.errors import EdgeError
 from edge_runtime.mjpeg import BOUNDARY, MjpegServer
 from edge_runtime.pipeline import run_loop
 from edge_runtime.sources import open_source
-from tests.test_edge_fixtures import make_bundle
+from tests.edge_fixtures import make_bundle
 
 
 def get(url: str, timeout: float = 5.0) -> tuple[str, bytes]:

@@ -19,7 +19,7 @@ from edge_runtime.output_thread import OutputThread, off_loop
 from edge_runtime.outputs import DetectionLog
 from edge_runtime.pipeline import Result, model_only, run_loop
 from edge_runtime.sources import open_source
-from tests.test_edge_fixtures import make_bundle
+from tests.edge_fixtures import make_bundle
 
 
 class SlowOutput:

@@ -16,7 +16,7 @@ from edge_runtime.outputs import DetectionLog, VideoRecorder
 from edge_runtime.pipeline import run_loop
 from edge_runtime.sources import ImageSource, open_source
 from tests.conftest import need
-from tests.test_edge_fixtures import make_bundle, yolo_tiny_bundle
+from tests.edge_fixtures import make_bundle, yolo_tiny_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -182,7 +182,7 @@ def test_device_detections_equal_the_host_model_on_vtest(assets: Path) -> None:
     import torch
 
     from export.trt.preprocess import preprocess
-    from tests.test_edge_fixtures import yolo_tiny
+    from tests.edge_fixtures import yolo_tiny
 
     (video,) = need(assets, "video/vtest.avi")
     host, path = yolo_tiny(str(assets))

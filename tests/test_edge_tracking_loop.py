@@ -21,7 +21,7 @@ from edge_runtime.pipeline import Result, run_loop
 from edge_runtime.sources import open_source
 from edge_runtime.track import Tracker
 from edge_runtime.tracking import TrackingStage
-from tests.test_edge_fixtures import make_bundle
+from tests.edge_fixtures import make_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 W, H, N = 320, 240, 40

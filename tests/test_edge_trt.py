@@ -15,7 +15,7 @@ import pytest
 
 from edge_runtime.detector import BundleDetector
 from edge_runtime.errors import ModelError
-from tests.test_edge_fixtures import make_bundle
+from tests.edge_fixtures import make_bundle
 
 
 class FakeMemory:

@@ -268,9 +268,6 @@ def test_eval_cli_model_from_recipe(assets, tmp_path):
     need(
         assets, "coco128/images/train2017", "darknet/yolov3-tiny.cfg", "darknet/yolov3-tiny.weights"
     )
-    pytest.importorskip(
-        "compress.models.load", reason="the YOLO engineer's loader is not there yet"
-    )
     recipe = tmp_path / "r.yaml"
     recipe.write_text(
         "model: {family: yolo, cfg: darknet/yolov3-tiny.cfg, weights: darknet/yolov3-tiny.weights, names: darknet/coco.names, input_size: 416, resize: letterbox}\n"

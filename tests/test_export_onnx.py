@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from compress.models.base import Detector
+from edge_runtime import files
 from export import bundle
 from export.check import check_onnx
 from export.onnx_export import export_bundle
@@ -94,7 +95,7 @@ def test_export_writes_bundle_with_metadata(tiny_bundle):
     assert meta["name"] == "tiny-person" and meta["resize"] == "letterbox"
     assert meta["params"] == sum(p.numel() for p in det.parameters())
     assert len(meta["source"]["state_sha256"]) == 64
-    assert report["sha256"] == bundle.sha256_file(str(out))
+    assert report["sha256"] == files.sha256_file(str(out))
     # the device reads the same metadata without the onnx package
     assert read_props_wire(out.read_bytes()) == {p.key: p.value for p in model.metadata_props}
     assert read_bundle_meta(out) == meta
@@ -163,9 +164,8 @@ def test_yolov3_tiny_real_weights_export(assets, tmp_path):
     cfg, weights, names = need(
         assets, "darknet/yolov3-tiny.cfg", "darknet/yolov3-tiny.weights", "darknet/coco.names"
     )
-    load = pytest.importorskip(
-        "compress.models.load", reason="YOLO engineer's loader not there yet"
-    )
+    from compress.models import load
+
     det = load.load_detector(
         {"family": "yolo", "cfg": str(cfg), "weights": str(weights), "names": str(names),
          "classes": ["person"], "input_size": 416}
@@ -181,7 +181,8 @@ def test_yolov3_tiny_real_weights_export(assets, tmp_path):
 
 
 def test_ssdlite_random_weights_export(assets, tmp_path):
-    ssd = pytest.importorskip("compress.models.ssd", reason="SSD engineer's adapter not there yet")
+    from compress.models import ssd
+
     det = ssd.build_from_config(
         {"variant": "ssdlite320_mobilenet_v3_large", "classes": ["person"], "input_size": 320}
     )
@@ -196,7 +197,8 @@ def test_ssdlite_random_weights_export(assets, tmp_path):
 def test_ssdlite_tf_pedestrian_graph_export(assets, tmp_path):
     """The real pedestrian SSDLite (TF graph, imported): parity on real photos with detections."""
     (pb,) = need(assets, "tf/pedestrian_ssdlite_frozen_inference_graph.pb")
-    ssd = pytest.importorskip("compress.models.ssd", reason="SSD engineer's adapter not there yet")
+    from compress.models import ssd
+
     det = ssd.build_from_config({"tf_graph": str(pb), "classes": ["person"]})
     out = tmp_path / "ssdlite-tf.onnx"
     report = export_bundle(det, out, "ssdlite-tf", parity_images=_real_images(assets))
@@ -258,7 +260,7 @@ def test_cli_exports_a_model_folder(tmp_path, fake_loader, capsys):
     report = json.loads((folder / "model.report.json").read_text())
     assert report["parity"]["passed"] and report["trt_check"]["ok"]
     meta = read_bundle_meta(folder / "model.onnx")
-    assert meta["source"]["files"]["model.json"] == bundle.sha256_file(str(folder / "model.json"))
+    assert meta["source"]["files"]["model.json"] == files.sha256_file(str(folder / "model.json"))
     assert main(["check", str(folder / "model.onnx"), "--target", "nano"]) == 0
     assert "OK" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="no model.json"):

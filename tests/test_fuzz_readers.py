@@ -22,7 +22,7 @@ from compress.models.darknet_weights import WeightsError, load_weights  # noqa: 
 from compress.models.yolo import YOLO  # noqa: E402
 from export.bundle import BundleError  # noqa: E402
 from export.trt.onnx_meta import read_bundle_meta, read_props_wire  # noqa: E402
-from tests.test_train_support import TINY_YOLO_CFG  # noqa: E402
+from tests.train_support import TINY_YOLO_CFG  # noqa: E402
 
 # A few seconds each on 2 shared cores; the temp folder is reused across examples.
 FUZZ = settings(

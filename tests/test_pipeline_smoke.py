@@ -1,5 +1,6 @@
-"""`python -m compress pipeline` end to end on the smoke profile (real YOLOv3-tiny weights and
-coco128): every stage runs or says why not, and the run folder holds what a user reads."""
+"""`python -m nanoprune` (what `make prune-yolo` runs: the compress pipeline with export and
+bench) end to end on the smoke profile (real YOLOv3-tiny weights and coco128): every stage
+runs or says why not, and the run folder holds what a user reads."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 import pytest
 
 from compress.io import read_json
-from compress.pipeline import get_args_parser, main
+from nanoprune.__main__ import run
 from tests.conftest import need
 
 
@@ -21,10 +22,8 @@ def test_tiny_person_smoke_pipeline(assets, tmp_path):
         "coco128/labels/train2017",
     )
     out = tmp_path / "run"
-    rc = main(
-        get_args_parser().parse_args(
-            ["--recipe", "configs/yolov3-tiny-person.yaml", "--profile", "smoke", "--out", str(out)]
-        )
+    rc = run(
+        ["--recipe", "configs/yolov3-tiny-person.yaml", "--profile", "smoke", "--out", str(out)]
     )
     summary = read_json(out / "summary.json")
     stages = summary["stages"]
@@ -88,19 +87,17 @@ def test_tiny_person_smoke_pipeline(assets, tmp_path):
     assert "Prune methods from the same model to the same FLOPs" in md
     # A partial re-run updates the summary: the stages it did not run keep their results.
     assert (
-        main(
-            get_args_parser().parse_args(
-                [
-                    "--recipe",
-                    "configs/yolov3-tiny-person.yaml",
-                    "--profile",
-                    "smoke",
-                    "--out",
-                    str(out),
-                    "--stages",
-                    "base",
-                ]
-            )
+        run(
+            [
+                "--recipe",
+                "configs/yolov3-tiny-person.yaml",
+                "--profile",
+                "smoke",
+                "--out",
+                str(out),
+                "--stages",
+                "base",
+            ]
         )
         == 0
     )
@@ -114,11 +111,7 @@ def test_missing_yolov3_weights_fail_clearly(assets, tmp_path):
     if (assets / "darknet/yolov3.weights").exists():
         pytest.skip("yolov3.weights present: nothing missing to report")
     out = tmp_path / "run"
-    rc = main(
-        get_args_parser().parse_args(
-            ["--recipe", "configs/yolov3-person.yaml", "--profile", "smoke", "--out", str(out)]
-        )
-    )
+    rc = run(["--recipe", "configs/yolov3-person.yaml", "--profile", "smoke", "--out", str(out)])
     stages = read_json(out / "summary.json")["stages"]
     assert rc == 1
     assert stages["base"]["status"] == "failed" and "yolov3.weights" in stages["base"]["error"]
@@ -128,17 +121,13 @@ def test_missing_yolov3_weights_fail_clearly(assets, tmp_path):
 
 def test_pipeline_rejects_unknown_stage():
     with pytest.raises(SystemExit, match="unknown stage"):
-        main(
-            get_args_parser().parse_args(
-                ["--recipe", "configs/yolov3-tiny-person.yaml", "--stages", "base,nope"]
-            )
-        )
+        run(["--recipe", "configs/yolov3-tiny-person.yaml", "--stages", "base,nope"])
 
 
 def test_targets_come_from_the_recipe():
-    """An SSD recipe states issue 5's targets (0.5x FLOPs, no latency target); a recipe
+    """An SSD recipe states its own targets (0.5x FLOPs, no latency target); a recipe
     without a `targets:` section is judged by the YOLOv3-tiny ones; a typo is refused."""
-    from compress.pipeline import _targets
+    from compress.report import targets as _targets
 
     fig = {
         "base": {"AP50": 0.4},
@@ -154,3 +143,30 @@ def test_targets_come_from_the_recipe():
     assert _targets(fig)["ort_latency_at_most_0.45x"]["met"] is False
     with pytest.raises(ValueError, match="flops_ration"):
         _targets(fig, {"flops_ration": 0.5})
+
+
+def test_compress_imports_neither_export_nor_benchmarks():
+    """Imports flow export -> compress and benchmarks -> all: a compress module that imported
+    either (directly or through importlib) would tie the host package to the device side."""
+    import ast
+    from pathlib import Path
+
+    import compress
+
+    wrong = []
+    for path in sorted(Path(compress.__file__).parent.rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                names = [node.value] if node.value.startswith(("export.", "benchmarks.")) else []
+            wrong += [
+                f"{path}:{node.lineno} {n}"
+                for n in names
+                if n.split(".")[0] in ("export", "benchmarks")
+            ]
+    assert not wrong, wrong

@@ -1,4 +1,5 @@
-"""The cycle loop's stop rules and records, with stand-in training so each case takes seconds."""
+"""Slimming's cycles through the prune run: stop rules and records, with stand-in training so
+each case takes seconds."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import json
 import pytest
 import torch
 
+from compress.evaluate import model_figures as figures
 from compress.models.load import load_detector_dir
 from compress.models.yolo import YOLO
 from compress.prune.graph import prunable_bns
-from compress.prune.slimming import PRUNE_DEFAULTS, SPARSITY_DEFAULTS, figures, run_cycles, settings
+from compress.prune.run import Context, prune_rounds
+from compress.prune.slimming import PRUNE_DEFAULTS, Slimming, settings
 from tests.conftest import need
 
 
@@ -46,13 +49,13 @@ class Fake:
         return model, {"method": "none"}
 
 
-def _run(model, fake, tmp_path, **prune):
-    cfg = settings({"layers": False, "compare_baseline": False, **prune}, PRUNE_DEFAULTS, "prune")
-    sp = settings({"epochs": 1}, SPARSITY_DEFAULTS, "sparsity")
-    baseline = figures(model, fake.evaluate(model))
-    return run_cycles(
-        model, cfg, sp, tmp_path, fake.evaluate, fake.sparsify, fake.recover, baseline
-    )
+def _run(model, fake, tmp_path, accumulate=None, **prune):
+    recipe = {
+        "prune": {"layers": False, "compare_baseline": False, "reconstruct": False, **prune},
+        "sparsity": {"epochs": 1},
+    }
+    ctx = Context(fake.evaluate, fake.recover, fake.sparsify, accumulate_grads=accumulate)
+    return prune_rounds(model, ctx, Slimming(recipe), tmp_path)
 
 
 def test_cycles_stop_at_the_flops_target_and_record_each_cycle(assets, tmp_path):
@@ -142,33 +145,38 @@ def test_taylor_importance_gets_gradients_from_the_loss(assets, tmp_path):
         loss.backward()
         m.eval()
 
-    cfg = settings(
-        {
-            "layers": False,
-            "compare_baseline": False,
-            "cycles": 1,
-            "importance": "taylor",
-            "threshold": "otsu",
-        },
-        PRUNE_DEFAULTS,
-        "prune",
-    )
-    sp = settings({"epochs": 1}, SPARSITY_DEFAULTS, "sparsity")
     baseline = figures(model, fake.evaluate(model))
-    final, report = run_cycles(
-        model, cfg, sp, tmp_path, fake.evaluate, fake.sparsify, fake.recover, baseline, accumulate
+    final, report = _run(
+        model, fake, tmp_path, accumulate, cycles=1, importance="taylor", threshold="otsu"
     )
     assert report["cycles"][0]["prune"]["channels"]["channels_removed"] > 0
     assert figures(final, None)["flops"] < baseline["flops"]
 
 
 def test_cli_overrides_reach_the_recipe():
-    from compress.prune.cli import get_args_parser, overrides
+    from compress.prune.cli import get_args_parser, prune_section
 
     args = get_args_parser().parse_args(
         ["--recipe", "r.yaml", "--out", "o", "--threshold", "otsu", "--cycles", "2", "--no-layers"]
     )
-    assert overrides(args) == {"prune": {"threshold": "otsu", "cycles": 2, "layers": False}}
+    section = {"method": "slimming", "threshold": "gmm", "round_to": 8}
+    assert prune_section(args, section) == {
+        "method": "slimming",
+        "threshold": "otsu",
+        "round_to": 8,
+        "cycles": 2,
+        "layers": False,
+    }
+    # another strategy starts from its own defaults, and refuses slimming's flags
+    acp = get_args_parser().parse_args(["--recipe", "r", "--out", "o", "--method", "acp"])
+    assert prune_section(acp, section) == {"method": "acp"}
+    with pytest.raises(SystemExit, match="flags of --method slimming"):
+        prune_section(
+            get_args_parser().parse_args(
+                ["--recipe", "r", "--out", "o", "--method", "acp", "--cycles", "2"]
+            ),
+            section,
+        )
     with pytest.raises(SystemExit):
         get_args_parser().parse_args(["--recipe", "r.yaml", "--out", "o", "--threshold", "guess"])
 

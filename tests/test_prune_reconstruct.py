@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import torch
 
+from compress.evaluate import model_figures as figures
 from compress.models.yolo import YOLO
 from compress.prune.channel import Plan, compact
 from compress.prune.graph import build_graph
 from compress.prune.reconstruct import reconstruct
-from compress.prune.slimming import figures, recover_or_keep
+from compress.prune.run import Context, recover_or_keep
 from tests.conftest import need
 
 
@@ -76,9 +77,8 @@ def test_recovery_that_lowers_ap_keeps_the_weights_it_started_from(assets, tmp_p
     model, _ = _tiny_with_duplicates(assets)
     w = _Worse()
     before = figures(model, w.evaluate(model))
-    kept, report, after, why = recover_or_keep(
-        model, before, w.recover, w.evaluate, tmp_path, model
-    )
+    ctx = Context(evaluate=w.evaluate, recover=w.recover, sparsify=None)
+    kept, report, after, why = recover_or_keep(model, before, ctx, tmp_path, model)
     assert why and "0.3000 to 0.1000" in why
     assert after["AP50"] == 0.3 and report["after"]["AP50"] == 0.1
     assert kept.module_list[15].conv.weight.abs().sum() > 0

@@ -9,13 +9,12 @@ import yaml
 
 from compress.recover import cli
 from tests.conftest import need
-from tests.test_train_support import tiny_yolo
+from tests.train_support import tiny_yolo
 
 
 @pytest.fixture()
 def setup(tmp_path, assets):
     need(assets, "coco128/images/train2017", "coco128/labels/train2017")
-    pytest.importorskip("compress.models.yolo")
     from compress.models.load import save_detector
 
     save_detector(tiny_yolo(64, seed=0), tmp_path / "pruned")

@@ -10,9 +10,7 @@ import torch
 from compress.recover.grafting import coefficient, conv_bn_pairs, entropy, graft
 from compress.recover.methods import RECOVERY_METHODS, get_method
 from compress.recover.multinet import combination_weights, combine
-from tests.test_train_support import Rectangles, TinyDetector
-
-pytest.importorskip("compress.evaluate", reason="compress.evaluate (DATA) not there yet")
+from tests.train_support import Rectangles, TinyDetector
 
 
 def tiny(seed: int) -> TinyDetector:

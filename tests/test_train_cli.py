@@ -10,7 +10,7 @@ import yaml
 
 from compress.train import cli
 from tests.conftest import need
-from tests.test_train_support import TINY_YOLO_CFG, tiny_yolo
+from tests.train_support import TINY_YOLO_CFG, tiny_yolo
 
 
 def write_recipe(tmp_path, assets, **train):

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from compress.train.engine import train
-from tests.test_train_support import Rectangles, TinyDetector, collate, tiny_cfg
+from tests.train_support import Rectangles, TinyDetector, collate, tiny_cfg
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, {repo!r})
 from compress.train.distributed import cleanup_distributed
 from compress.train.engine import train
-from tests.test_train_support import Rectangles, TinyDetector, collate, tiny_cfg
+from tests.train_support import Rectangles, TinyDetector, collate, tiny_cfg
 
 torch.set_num_threads(1)
 torch.manual_seed(0)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from compress.train.engine import load_best, resolve_config, train
-from tests.test_train_support import Rectangles, TinyDetector, collate, tiny_cfg
+from tests.train_support import Rectangles, TinyDetector, collate, tiny_cfg
 
 
 def make(seed: int = 0, bn: bool = True) -> TinyDetector:
@@ -118,7 +118,6 @@ def test_bad_settings_are_rejected_before_training(bad, message):
 
 
 def test_evaluation_keeps_the_best_model(tmp_path):
-    pytest.importorskip("compress.evaluate", reason="compress.evaluate (DATA) not there yet")
     det = make()
     cfg = tiny_cfg(epochs=3, eval_every=1)
     history = train(
@@ -135,9 +134,8 @@ def test_evaluation_keeps_the_best_model(tmp_path):
 
 
 def test_tiny_yolo_resumes_exactly(tmp_path):
-    """The same kill/resume check through the YOLO engineer's model and loss."""
-    pytest.importorskip("compress.models.yolo")
-    from tests.test_train_support import tiny_yolo
+    """The same kill/resume check through the Darknet YOLO model and its loss."""
+    from tests.train_support import tiny_yolo
 
     data = Rectangles(12, hflip=0.5)
     cfg = tiny_cfg(epochs=2, checkpoint_every=1, lr=0.01)

@@ -10,7 +10,7 @@ import torch
 from compress.train.ema import build_ema
 from compress.train.engine import train
 from compress.train.sampling import ResumableSampler, SeededSamples
-from tests.test_train_support import Rectangles, TinyDetector, collate, tiny_cfg
+from tests.train_support import Rectangles, TinyDetector, collate, tiny_cfg
 
 
 def test_sampler_splits_ranks_and_resumes_mid_epoch():

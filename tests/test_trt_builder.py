@@ -14,6 +14,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from edge_runtime import files
 from export import bundle
 from export.trt import calibrator as calib_mod
 from export.trt.builder import EngineBuildError, build_engine, metadata_path, trtexec_command
@@ -242,8 +243,8 @@ def test_trt82_api_explicit_batch_and_max_workspace(tmp_path):
     side = json.loads((tmp_path / "m.fp16.json").read_text())
     assert side["bundle"]["classes"] == ["person"] and side["bundle"]["input_shape"] == [1, 3, H, W]
     assert side["tensorrt_version"] == "8.2.1.8" and side["gpu_name"] == "NVIDIA Tegra X1"
-    assert side["onnx_sha256"] == bundle.sha256_file(str(onnx_path))
-    assert side["engine_sha256"] == bundle.sha256_file(str(engine))
+    assert side["onnx_sha256"] == files.sha256_file(str(onnx_path))
+    assert side["engine_sha256"] == files.sha256_file(str(engine))
 
 
 def test_trt10_api_memory_pool_and_no_batch_flag(tmp_path):

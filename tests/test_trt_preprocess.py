@@ -9,7 +9,7 @@ import pytest
 
 from export import bundle
 from export.trt.onnx_meta import read_bundle_meta
-from export.trt.preprocess import letterbox, list_images, preprocess, read_image
+from export.trt.preprocess import RESIZERS, letterbox, list_images, preprocess, read_image
 from tests.test_trt_builder import make_bundle
 
 META = bundle.make_meta(
@@ -87,13 +87,31 @@ def test_metadata_read_without_the_onnx_package(tmp_path, monkeypatch):
         ),
     ],
 )
-def test_same_blob_as_the_edge_runtime(shape, overrides):
-    """Parity and INT8 calibration feed what the device loop feeds: bit-identical blobs."""
-    edge = pytest.importorskip(
-        "edge_runtime.preprocess", reason="EDGE engineer's preprocessing not there yet"
-    )
+def test_blob_equals_the_plain_arithmetic(shape, overrides):
+    """The channel-first, in-place arithmetic gives bit for bit what the plain per-pixel
+    formula gives: x = pixel * scale, (x - mean) / std, HWC -> NCHW."""
+    import cv2
+
     frame = np.random.default_rng(1).integers(0, 256, size=shape, dtype=np.uint8)
     meta = bundle.make_meta(**{**META, **overrides})
-    ours, _, _ = preprocess(frame, meta)
-    theirs, _ = edge.Preprocessor(meta)(frame)
-    assert ours.dtype == theirs.dtype and np.array_equal(ours, theirs)
+    ours, ratio, pad = preprocess(frame, meta)
+    _, _, h, w = meta["input_shape"]
+    image, ratio2, pad2 = RESIZERS[meta["resize"]](frame, h, w, meta["pad_value"])
+    if meta["color"] == "RGB":
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    norm = meta["normalize"]
+    x = image.astype(np.float32) * np.float32(norm["scale"])
+    mean, std = (np.asarray(norm[k], dtype=np.float32) for k in ("mean", "std"))
+    if mean.any() or (std != 1.0).any():
+        x = (x - mean) / std
+    plain = np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+    assert ours.dtype == plain.dtype and np.array_equal(ours, plain)
+    assert (ratio, pad) == (ratio2, pad2)
+
+
+def test_the_device_loop_uses_this_preprocessor():
+    """One Preprocessor: what the engine is checked and calibrated on is what the loop feeds."""
+    from edge_runtime import detector
+    from export.trt import preprocess as module
+
+    assert detector.Preprocessor is module.Preprocessor

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.user_errors import UserError
+from edge_runtime.user_errors import UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 

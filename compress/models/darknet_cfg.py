@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from export.user_errors import UserError
+from edge_runtime.user_errors import UserError
 
 # Keys whose value is a list even when it holds one item (route layers=-4, shortcut from=-3).
 LIST_KEYS = {"layers", "mask", "anchors", "from", "steps", "scales"}

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from compress.io import atomic_write_bytes
-from export.user_errors import UserError
+from edge_runtime.user_errors import UserError
 
 DEFAULT_HEADER = (0, 2, 0, 0)  # major, minor, revision, seen: Darknet's current format
 

@@ -52,12 +52,9 @@ def asset_path(path: str | os.PathLike, what: str = "file") -> Path:
         return resolved
     text = str(path)
     if not (Path(text).is_absolute() or text.startswith(("./", "../"))):
-        try:
-            from compress.assets import require
-        except ImportError:
-            require = None
-        if require is not None:
-            return require(text)  # names the file, where it goes and how to fetch it
+        from compress.assets import require
+
+        return require(text)  # names the file, where it goes and how to fetch it
     raise FileNotFoundError(
         f"model {what} not found: {resolved} (from {text!r}; set NANOPRUNE_ASSETS or use an absolute path)"
     )

@@ -1,2 +1,3 @@
-"""Pruning: importance criteria, learned thresholds, BN sparsity, Darknet channel + layer
-surgery, the slimming cycles and the prune-method registry (`methods.PRUNE_METHODS`)."""
+"""Pruning: one prune run (`run.py`) for every strategy in `run.STRATEGIES` (slimming, ACP),
+importance criteria, learned thresholds, BN sparsity, Darknet channel + layer surgery and the
+least-squares refit."""

@@ -1,11 +1,16 @@
-"""`python -m compress prune`: sparsity training + adaptive channel/layer pruning + recovery.
+"""`python -m compress prune`: one prune run with any registered strategy.
 
     python -m compress prune --recipe configs/yolov3-tiny-person.yaml --profile quick --out runs/p
     python -m compress prune --recipe R --model runs/x/base/model --threshold otsu --cycles 1
+    python -m compress prune --method acp --recipe configs/ssdlite-person.yaml --out runs/s \
+        --particles 10 --swarm-cycles 10 --target 0.5 --proxy ap50
 
-Writes `OUT/model/` (Darknet cfg + weights, model.json), `OUT/report.json` and the plots.
-Flags override the recipe's `prune:` section; `--model` starts from a saved model folder
-instead of the recipe's `model:` section.
+Writes `OUT/model/` (a loadable model folder), `OUT/report.json` and the plots (ACP also its
+resumable `OUT/acp_state.json`: the same command again goes on from there). `--method` picks
+the strategy (default: the recipe's `prune.method`); each strategy has its own flag group,
+and its flags override the recipe's `prune:` section. A `--method` other than the recipe's
+starts from that strategy's defaults. `--model` starts from a saved model folder instead of
+the recipe's `model:` section. `python -m compress search` is this verb with `--method acp`.
 """
 
 from __future__ import annotations
@@ -14,9 +19,9 @@ import argparse
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
-from compress.prune.importance import IMPORTANCE
-from compress.prune.thresholds import THRESHOLDS
+from compress.prune.run import STRATEGIES
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -32,69 +37,51 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument(
         "--method",
         default=None,
-        help="prune method (registry: compress.prune.methods.PRUNE_METHODS)",
-    )
-    p.add_argument(
-        "--importance", default=None, choices=sorted(IMPORTANCE), help="channel criterion"
-    )
-    p.add_argument(
-        "--threshold", default=None, choices=sorted(THRESHOLDS), help="threshold estimator"
-    )
-    p.add_argument("--cycles", type=int, default=None, help="max sparsify-prune-recover cycles")
-    p.add_argument(
-        "--target-flops",
-        type=float,
-        default=None,
-        help="stop at this fraction of the unpruned FLOPs",
-    )
-    p.add_argument(
-        "--no-layers", action="store_true", help="channel pruning only (no residual-unit removal)"
+        choices=list(STRATEGIES),
+        help="prune strategy (default: the recipe's prune.method)",
     )
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    for name, strategy in STRATEGIES.items():
+        strategy.add_arguments(p.add_argument_group(f"--method {name}", strategy.help))
     return p
 
 
-def overrides(args: argparse.Namespace) -> dict:
-    prune = {
-        k: v
-        for k, v in {
-            "method": args.method,
-            "importance": args.importance,
-            "threshold": args.threshold,
-            "cycles": args.cycles,
-            "target_flops": args.target_flops,
-        }.items()
-        if v is not None
-    }
-    if args.no_layers:
-        prune["layers"] = False
-    return {"prune": prune} if prune else {}
+def prune_section(args: argparse.Namespace, section: dict[str, Any]) -> dict[str, Any]:
+    """The recipe's `prune:` section with `--method` and the chosen strategy's flags applied;
+    a flag of another strategy is refused rather than silently ignored."""
+    method = args.method or section.get("method", "slimming")
+    if method not in STRATEGIES:
+        raise SystemExit(f"prune.method {method!r} unknown; known: {', '.join(STRATEGIES)}")
+    for name, strategy in STRATEGIES.items():
+        if name != method and strategy.overrides(args):
+            raise SystemExit(f"prune: flags of --method {name} given, but the method is {method}")
+    from compress.recipe import deep_merge
+
+    base = section if section.get("method", "slimming") == method else {}
+    return deep_merge({**base, "method": method}, STRATEGIES[method].overrides(args))
 
 
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    if args.cycles is not None and args.cycles < 1:
-        raise SystemExit("--cycles must be >= 1")
-    if args.target_flops is not None and not 0 < args.target_flops <= 1:
-        raise SystemExit("--target-flops is a fraction in (0, 1]")
+    from compress.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.profile)
+    recipe["prune"] = prune_section(args, recipe.get("prune") or {})
     import torch
 
-    from compress.data.build import datasets_for
-    from compress.models.load import load_detector, load_detector_dir
-    from compress.prune.methods import run_prune
-    from compress.recipe import load_recipe
+    from compress.prune.run import prune_from_recipe
+    from compress.recipe import load_inputs
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    recipe = load_recipe(args.recipe, args.profile, overrides(args))
-    detector = load_detector_dir(args.model) if args.model else load_detector(recipe["model"])
-    train_ds, val_ds = datasets_for(
-        detector, recipe["data"], (recipe.get("train") or {}).get("augment")
-    )
-    _, report = run_prune(detector, train_ds, val_ds, recipe, Path(args.out))
-    print(
-        json.dumps(
-            {k: report.get(k) for k in ("stop_reason", "baseline", "final", "model")}, indent=2
+    detector, train_ds, val_ds = load_inputs(recipe, args.model)
+    _, report = prune_from_recipe(detector, train_ds, val_ds, recipe, Path(args.out))
+    keys = ("method", "stop_reason", "baseline", "final", "model")
+    print(json.dumps({k: report[k] for k in keys if k in report}, indent=2))
+    search = report.get("search")
+    if search:
+        print(
+            f"search: {search['evaluated']} candidates, {search['candidates_per_minute'] or 0:.1f}/min, "
+            f"cache hit rate {search['cache_hit_rate']:.2f}"
         )
-    )
     return 0

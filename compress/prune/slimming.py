@@ -1,6 +1,7 @@
-"""The slimming prune method, in cycles: sparsify -> score -> threshold -> layer + channel
-prune -> recover -> evaluate, repeated until a FLOPs target is met, the AP drop limit would be
-crossed, or no channel falls under the threshold. Every cycle is recorded.
+"""The slimming strategy: each cycle chooses by sparsify -> score -> threshold -> layer +
+channel plan; the prune run (`run.py`) cuts, refits and recovers it, and the cycles repeat
+until a FLOPs target is met, the AP drop limit would be crossed, or no channel falls under the
+threshold. Every cycle is recorded.
 
 Settings (recipe sections; defaults in `PRUNE_DEFAULTS` / `SPARSITY_DEFAULTS`):
 
@@ -25,11 +26,11 @@ a distribution that sparsity has not yet split would otherwise cut half the netw
 
 from __future__ import annotations
 
+import argparse
 import copy
 import logging
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -44,11 +45,15 @@ from compress.prune.channel import (
     group_scores,
 )
 from compress.prune.graph import build_graph, prunable_bns
-from compress.prune.importance import build_importance
+from compress.prune.importance import IMPORTANCE, build_importance
 from compress.prune.layers import prune_layers
-from compress.prune.reconstruct import REFIT_DEFAULTS
+from compress.prune.reconstruct import REFIT_DEFAULTS, reconstruct
 from compress.prune.sparsity import BNL1Sparsity, gamma_stats
-from compress.prune.thresholds import Threshold, estimate
+from compress.prune.strategy import Choice, Strategy
+from compress.prune.thresholds import THRESHOLDS, Threshold, estimate
+
+if TYPE_CHECKING:
+    from compress.prune.run import Context
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +83,6 @@ PRUNE_DEFAULTS: dict[str, Any] = {
     "reconstruct": REFIT_DEFAULTS,  # false: off
 }
 
-Evaluator = Callable[[nn.Module], dict[str, Any]]
-Recoverer = Callable[[nn.Module, Path, nn.Module | None], tuple[nn.Module, dict[str, Any]]]
-Trainer = Callable[[nn.Module, Path, list[Any], int], dict[str, Any]]
-# (unpruned, pruned, plan) -> report: refits `pruned` in place (reconstruct.reconstruct on data)
-Refitter = Callable[[nn.Module, nn.Module, Plan], dict[str, Any]]
-
 
 def settings(section: dict[str, Any] | None, defaults: dict[str, Any], name: str) -> dict[str, Any]:
     section = dict(section or {})
@@ -93,15 +92,6 @@ def settings(section: dict[str, Any] | None, defaults: dict[str, Any], name: str
             f"{name}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(defaults)}"
         )
     return {**defaults, **section}
-
-
-def figures(model: nn.Module, metrics: dict[str, Any] | None) -> dict[str, Any]:
-    from compress.evaluate import count_flops, count_params
-
-    out = {"params": count_params(model), "flops": count_flops(model, model.input_size)}
-    if metrics:
-        out.update({k: metrics[k] for k in ("AP50", "AP50_95") if k in metrics})
-    return out
 
 
 def layer_widths(plan: Plan) -> list[dict[str, Any]]:
@@ -123,61 +113,24 @@ def channel_threshold(values: np.ndarray, cfg: dict[str, Any]) -> Threshold:
     return thr
 
 
-def prune_once(
-    model: nn.Module,
-    cfg: dict[str, Any],
-    threshold: Threshold | None = None,
-    refit: Refitter | None = None,
-) -> tuple[nn.Module, dict[str, Any]]:
-    """One layer + channel pruning of `model` (not modified). With `threshold` given, channels
-    use it instead of estimating one (how the fixed baseline is applied); with `refit`, the
-    pruned convs are refitted to the unpruned ones' outputs."""
-    report: dict[str, Any] = {}
-    work = model
-    if cfg["layers"] and threshold is None:
-        lfn = (lambda v: estimate(cfg["layer_threshold"], v)) if cfg["layer_threshold"] else None
-        work, report["layers"] = prune_layers(
-            model, lfn, cfg["layer_count"], float(cfg["layer_max_fraction"])
-        )
-    graph = build_graph(work.blocks)
-    scores = conv_scores(work, build_importance(cfg["importance"]), graph)
-    values = torch.cat(list(group_scores(graph, scores).values())).numpy()
-    thr = threshold or channel_threshold(values, cfg)
-    plan = choose_channels(
-        graph,
-        scores,
-        thr.value,
-        int(cfg["round_to"]),
-        int(cfg["min_channels"]),
-        float(cfg["min_fraction"]),
-    )
-    pruned = compact(work, plan)
-    if refit is not None:
-        report["reconstruct"] = refit(work, pruned, plan)
-    report.update(
-        {
-            "threshold": thr.as_dict(),
-            "scores_log10_hist": _hist(values),
-            "channels": plan.summary(),
-            "per_layer": layer_widths(plan),
-        }
-    )
-    return pruned, report
-
-
 def _hist(values: np.ndarray, bins: int = 60) -> dict[str, Any]:
     logs = np.log10(np.maximum(values, 1e-8))
     counts, edges = np.histogram(logs, bins=bins)
     return {"counts": counts.tolist(), "edges": edges.tolist()}
 
 
+def _refit_by_plan(source: nn.Module, plan: Plan):
+    """The least-squares refit of a model cut from `source` by `plan` (reconstruct.py)."""
+
+    def refit(pruned: nn.Module, images: list[torch.Tensor], positions: int, ridge: float):
+        return reconstruct(source, pruned, plan, images, positions=positions, ridge=ridge)
+
+    return refit
+
+
 def uniform_at_flops(
-    model: nn.Module,
-    cfg: dict[str, Any],
-    flops_goal: float,
-    steps: int = 12,
-    refit: Refitter | None = None,
-) -> tuple[nn.Module, dict[str, Any]]:
+    model: nn.Module, cfg: dict[str, Any], flops_goal: float, steps: int = 12
+) -> Choice:
     """The fixed-percentile baseline at (about) `flops_goal` FLOPs: every layer drops the same
     fraction of its lowest-scored channels, the fraction found by bisection on FLOPs.
 
@@ -205,146 +158,257 @@ def uniform_at_flops(
         "channels": plan.summary(),
         "per_layer": layer_widths(plan),
     }
-    if refit is not None:
-        report["reconstruct"] = refit(model, pruned, plan)
-    return pruned, report
+    return Choice(model, lambda: pruned, _refit_by_plan(model, plan), report)
 
 
-def run_cycles(
-    model: nn.Module,
-    cfg: dict[str, Any],
-    sparsity: dict[str, Any],
-    out_dir: Path,
-    evaluate: Evaluator,
-    sparsify: Trainer,
-    recover: Recoverer,
-    baseline: dict[str, Any],
-    accumulate_grads: Callable[[nn.Module], None] | None = None,
-    refit: Refitter | None = None,
-) -> tuple[nn.Module, dict[str, Any]]:
-    """The cycle loop (see module docstring). `baseline` holds the unpruned model's figures
-    (AP50, flops). Returns the final model and the report (one entry per cycle)."""
-    cycles: list[dict[str, Any]] = []
-    comparison: dict[str, Any] | None = None
-    stop = "cycles done"
-    current = model
-    for k in range(1, int(cfg["cycles"]) + 1):
-        cdir = out_dir / f"cycle_{k}"
-        rec: dict[str, Any] = {"cycle": k, "input": figures(current, None)}
-        # 1. sparsity training, on a copy: a rejected cycle leaves the kept model untouched
-        work = clone(current)
-        bns = prunable_bns(work)
-        hook = BNL1Sparsity(
-            bns,
-            float(sparsity["s"]),
-            int(sparsity["epochs"]),
-            sparsity["schedule"],
-            at=sparsity["at"],
-            factor=sparsity["factor"],
-        )
-        if int(sparsity["epochs"]) > 0 and float(sparsity["s"]) > 0:
-            sparsify(work, cdir / "sparsity", [hook], int(sparsity["epochs"]))
-        rec["gamma_log"] = hook.log
-        rec["sparse"] = figures(work, evaluate(work))
-        # 2. score, threshold, prune
-        if build_importance(cfg["importance"]).needs_grad:
-            if accumulate_grads is None:
-                raise ValueError(
-                    f"importance {cfg['importance']!r} needs gradients and no data was given to compute them"
-                )
-            accumulate_grads(work)
-        pruned, rec["prune"] = prune_once(work, cfg, refit=refit)
-        removed = rec["prune"]["channels"]["channels_removed"] + len(
-            rec["prune"].get("layers", {}).get("removed_shortcuts", [])
-        )
-        if removed == 0:
-            stop = "no channel under the threshold"
-            rec["stopped"] = stop
-            cycles.append(rec)
-            break
-        rec["pruned"] = figures(pruned, evaluate(pruned))
-        # 3. the fixed-percentile baseline at equal FLOPs, same recovery (first cycle only)
-        if k == 1 and cfg["compare_baseline"]:
-            fixed, fixed_rep = uniform_at_flops(work, cfg, rec["pruned"]["flops"], refit=refit)
-            fixed_pruned = figures(fixed, evaluate(fixed))
-            fixed, _, fixed_recovered, _ = recover_or_keep(
-                fixed, fixed_pruned, recover, evaluate, cdir / "baseline_recover", work
-            )
-            comparison = {
-                "adaptive": {"threshold": rec["prune"]["threshold"], "pruned": rec["pruned"]},
-                "percentile": {
-                    "threshold": fixed_rep["threshold"],
-                    "pruned": fixed_pruned,
-                    "recovered": fixed_recovered,
-                },
-            }
-        # 4. recover, evaluate
-        pruned, rec["recover"], rec["recovered"], kept = recover_or_keep(
-            pruned, rec["pruned"], recover, evaluate, cdir / "recover", work
-        )
-        if kept:
-            rec["recover_kept"] = kept
-        rec["model"] = str(save_model(pruned, cdir / "model"))
-        if comparison is not None and "recovered" not in comparison["adaptive"]:
-            comparison["adaptive"]["recovered"] = rec["recovered"]
-        cycles.append(rec)
-        # 5. stop rules
-        drop = baseline.get("AP50", 0.0) - rec["recovered"].get("AP50", 0.0)
-        if "AP50" in baseline and drop > float(cfg["max_ap_drop"]) and k > 1:
-            stop = f"AP50 drop {drop:.4f} > max_ap_drop {cfg['max_ap_drop']}: kept cycle {k - 1}"
-            rec["rejected"] = True
-            break
-        current = pruned
-        if rec["recovered"]["flops"] <= float(cfg["target_flops"]) * baseline["flops"]:
-            stop = f"FLOPs target reached ({rec['recovered']['flops'] / baseline['flops']:.3f} <= {cfg['target_flops']})"
-            break
-        if "AP50" in baseline and drop > float(cfg["max_ap_drop"]):
-            stop = f"AP50 drop {drop:.4f} > max_ap_drop {cfg['max_ap_drop']} after cycle 1: no further cycle"
-            break
-    return current, {
-        "cycles": cycles,
-        "stop_reason": stop,
-        "threshold_comparison": comparison,
-        "final_gammas": _final_gammas(current),
-    }
-
-
-def recover_or_keep(
-    pruned: nn.Module,
-    before: dict[str, Any],
-    recover: Recoverer,
-    evaluate: Evaluator,
-    out_dir: Path,
-    teacher: nn.Module,
-) -> tuple[nn.Module, dict[str, Any], dict[str, Any], str | None]:
-    """Recover `pruned` (figures `before`); when that lowers held-out AP50, keep the weights it
-    started from. Returns (model, recovery report, figures, why the start was kept or None)."""
-    start = clone(pruned)
-    model, report = recover(pruned, out_dir, teacher)
-    after = figures(model, evaluate(model))
-    if after.get("AP50", 0.0) >= before.get("AP50", 0.0):
-        return model, report, after, None
-    why = (
-        f"recovery lowered AP50 from {before.get('AP50', 0.0):.4f} to "
-        f"{after.get('AP50', 0.0):.4f}: kept the pre-recovery weights"
-    )
-    log.info("%s", why)
-    report["after"] = after
-    return start, report, dict(before), why
-
-
-def _final_gammas(model: nn.Module) -> dict[str, Any]:
+def final_gammas(model: nn.Module) -> dict[str, Any]:
     try:
         return gamma_stats(prunable_bns(model))
     except ValueError:
         return {}
 
 
-def save_model(model: nn.Module, folder: Path) -> Path:
-    from compress.models.load import save_detector
+class Slimming(Strategy):
+    """Sparsity training (L1 on BN scales), then a threshold learned from the channel scores
+    (capped at `max_fraction`), residual-unit removal when `layers`, in cycles."""
 
-    return save_detector(model, folder)
+    name = "slimming"
+    help = "sparsity training + learned-threshold channel (and layer) pruning, in cycles"
+
+    def __init__(self, recipe: dict[str, Any]) -> None:
+        self.sparsity = settings(recipe.get("sparsity"), SPARSITY_DEFAULTS, "sparsity")
+        super().__init__(recipe)
+
+    def resolve(self, recipe: dict[str, Any]) -> dict[str, Any]:
+        return settings(recipe.get("prune"), PRUNE_DEFAULTS, "prune")
+
+    @classmethod
+    def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
+        group.add_argument(
+            "--importance", default=None, choices=sorted(IMPORTANCE), help="channel criterion"
+        )
+        group.add_argument(
+            "--threshold", default=None, choices=sorted(THRESHOLDS), help="threshold estimator"
+        )
+        group.add_argument(
+            "--cycles", type=int, default=None, help="max sparsify-prune-recover cycles"
+        )
+        group.add_argument(
+            "--target-flops",
+            type=float,
+            default=None,
+            help="stop at this fraction of the unpruned FLOPs",
+        )
+        group.add_argument(
+            "--no-layers",
+            action="store_true",
+            help="channel pruning only (no residual-unit removal)",
+        )
+
+    @classmethod
+    def overrides(cls, args: argparse.Namespace) -> dict[str, Any]:
+        if args.cycles is not None and args.cycles < 1:
+            raise SystemExit("--cycles must be >= 1")
+        if args.target_flops is not None and not 0 < args.target_flops <= 1:
+            raise SystemExit("--target-flops is a fraction in (0, 1]")
+        given = {
+            "importance": args.importance,
+            "threshold": args.threshold,
+            "cycles": args.cycles,
+            "target_flops": args.target_flops,
+        }
+        out = {k: v for k, v in given.items() if v is not None}
+        if args.no_layers:
+            out["layers"] = False
+        return out
+
+    # ---- one cycle's choice, step by step ------------------------------------------------
+    @property
+    def rounds(self) -> int:
+        return int(self.cfg["cycles"])
+
+    def round_dir(self, out_dir: Path, k: int) -> Path:
+        return out_dir / f"cycle_{k}"
+
+    def choose(self, model: nn.Module, ctx: Context, out_dir: Path) -> Choice:
+        if getattr(model, "family", None) != "yolo":
+            raise ValueError(
+                f"prune.method slimming works on Darknet YOLO models, got family {getattr(model, 'family', '?')!r}"
+            )
+        # on a copy: a rejected cycle leaves the kept model untouched
+        work = copy.deepcopy(model)
+        record = {"gamma_log": self.sparsify(work, ctx, out_dir / "sparsity")}
+        record["sparse"] = ctx.measure(work)
+        self.gradients(work, ctx)
+        source, report = self.remove_layers(work)
+        values, plan, thr = self.plan_channels(source)
+        report.update(
+            {
+                "threshold": thr.as_dict(),
+                "scores_log10_hist": _hist(values),
+                "channels": plan.summary(),
+                "per_layer": layer_widths(plan),
+            }
+        )
+        removed = plan.summary()["channels_removed"] + len(
+            report.get("layers", {}).get("removed_shortcuts", [])
+        )
+        return Choice(
+            source,
+            lambda: compact(source, plan),
+            _refit_by_plan(source, plan),
+            report,
+            record=record,
+            teacher=work,
+            empty=None if removed else "no channel under the threshold",
+        )
+
+    def sparsify(self, work: nn.Module, ctx: Context, out_dir: Path) -> list[Any]:
+        """Sparsity training in place; returns the gamma distribution per epoch."""
+        sp = self.sparsity
+        hook = BNL1Sparsity(
+            prunable_bns(work),
+            float(sp["s"]),
+            int(sp["epochs"]),
+            sp["schedule"],
+            at=sp["at"],
+            factor=sp["factor"],
+        )
+        if int(sp["epochs"]) > 0 and float(sp["s"]) > 0:
+            ctx.sparsify(work, out_dir, [hook], int(sp["epochs"]))
+        return hook.log
+
+    def gradients(self, work: nn.Module, ctx: Context) -> None:
+        """Loss gradients on `work` when the criterion reads them (Taylor-type)."""
+        if not build_importance(self.cfg["importance"]).needs_grad:
+            return
+        if ctx.accumulate_grads is None:
+            raise ValueError(
+                f"importance {self.cfg['importance']!r} needs gradients and no data was given to compute them"
+            )
+        ctx.accumulate_grads(work)
+
+    def remove_layers(self, work: nn.Module) -> tuple[nn.Module, dict[str, Any]]:
+        """Residual units whose scores fall under the layer threshold go (when `layers`)."""
+        cfg = self.cfg
+        if not cfg["layers"]:
+            return work, {}
+        lfn = (lambda v: estimate(cfg["layer_threshold"], v)) if cfg["layer_threshold"] else None
+        source, layers = prune_layers(
+            work, lfn, cfg["layer_count"], float(cfg["layer_max_fraction"])
+        )
+        return source, {"layers": layers}
+
+    def plan_channels(self, source: nn.Module) -> tuple[np.ndarray, Plan, Threshold]:
+        """Score every channel, learn the threshold from the scores, plan what stays."""
+        cfg = self.cfg
+        graph = build_graph(source.blocks)
+        scores = conv_scores(source, build_importance(cfg["importance"]), graph)
+        values = torch.cat(list(group_scores(graph, scores).values())).numpy()
+        thr = channel_threshold(values, cfg)
+        plan = choose_channels(
+            graph,
+            scores,
+            thr.value,
+            int(cfg["round_to"]),
+            int(cfg["min_channels"]),
+            float(cfg["min_fraction"]),
+        )
+        return values, plan, thr
+
+    def beside(
+        self, k: int, choice: Choice, rec: dict[str, Any], ctx: Context
+    ) -> dict[str, Choice]:
+        """The fixed-percentile baseline at the FLOPs cycle 1 reached, same refit and recovery."""
+        if k != 1 or not self.cfg["compare_baseline"]:
+            return {}
+        return {"baseline": uniform_at_flops(choice.teacher, self.cfg, rec["pruned"]["flops"])}
+
+    def stop(
+        self, k: int, rec: dict[str, Any], baseline: dict[str, Any]
+    ) -> tuple[str | None, bool]:
+        cfg = self.cfg
+        drop = baseline.get("AP50", 0.0) - rec["recovered"].get("AP50", 0.0)
+        over = "AP50" in baseline and drop > float(cfg["max_ap_drop"])
+        if over and k > 1:
+            return (
+                f"AP50 drop {drop:.4f} > max_ap_drop {cfg['max_ap_drop']}: kept cycle {k - 1}",
+                False,
+            )
+        if rec["recovered"]["flops"] <= float(cfg["target_flops"]) * baseline["flops"]:
+            ratio = rec["recovered"]["flops"] / baseline["flops"]
+            return f"FLOPs target reached ({ratio:.3f} <= {cfg['target_flops']})", True
+        if over:
+            return (
+                f"AP50 drop {drop:.4f} > max_ap_drop {cfg['max_ap_drop']} after cycle 1: no further cycle",
+                True,
+            )
+        return None, True
+
+    # ---- reporting ---------------------------------------------------------------------
+    def report(
+        self,
+        rounds: list[dict[str, Any]],
+        baseline: dict[str, Any],
+        stop: str,
+        model: nn.Module,
+    ) -> dict[str, Any]:
+        comparison = None
+        for rec in rounds:
+            fixed = rec.pop("beside", {}).get("baseline")
+            if fixed is not None:
+                comparison = {
+                    "adaptive": {
+                        "threshold": rec["prune"]["threshold"],
+                        "pruned": rec["pruned"],
+                        "recovered": rec["recovered"],
+                    },
+                    "percentile": {
+                        "threshold": fixed["choice"]["threshold"],
+                        "pruned": fixed["pruned"],
+                        "recovered": fixed["recovered"],
+                    },
+                }
+        final = [c for c in rounds if "recovered" in c and not c.get("rejected")]
+        return {
+            "method": self.name,
+            "settings": {"prune": self.cfg, "sparsity": self.sparsity},
+            "baseline": baseline,
+            "cycles": rounds,
+            "stop_reason": stop,
+            "threshold_comparison": comparison,
+            "final_gammas": final_gammas(model),
+            "final": final[-1]["recovered"] if final else baseline,
+        }
+
+    def plots(self, report: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+        from compress.prune.plots import plot_report
+
+        return {"plots": plot_report(report, out_dir)}
+
+    def summary(self, report: dict[str, Any]) -> dict[str, Any]:
+        cycles = report.get("cycles", [])
+        out: dict[str, Any] = {
+            "prune": {
+                "stop_reason": report.get("stop_reason"),
+                "cycles": len(cycles),
+                "steps": [cycle_steps(c) for c in cycles],
+            }
+        }
+        if report.get("threshold_comparison"):
+            out["threshold_comparison"] = report["threshold_comparison"]
+        return out
 
 
-def clone(model: nn.Module) -> nn.Module:
-    return copy.deepcopy(model)
+def cycle_steps(c: dict[str, Any]) -> dict[str, Any]:
+    """AP50 of one cycle after each step, for a run summary."""
+    refit = (c.get("prune") or {}).get("reconstruct") or {}
+    return {
+        "cycle": c.get("cycle"),
+        "sparse": (c.get("sparse") or {}).get("AP50"),
+        "cut": (refit.get("before_refit") or {}).get("AP50"),
+        "pruned": (c.get("pruned") or {}).get("AP50"),
+        "recovered": (c.get("recovered") or {}).get("AP50"),
+        "flops": (c.get("pruned") or {}).get("flops"),
+        "note": c.get("recover_kept") or c.get("stopped") or "",
+    }

@@ -60,16 +60,12 @@ def run_recovery(
     args: argparse.Namespace, recipe: dict[str, Any], cfg: dict[str, Any], out: Path
 ) -> tuple[Any, dict, dict]:
     """(recovered detector, method report, inputs) for the chosen method or the comparison."""
-    from compress.data.build import datasets_for
-    from compress.models.load import load_detector_dir
+    from compress.recipe import load_inputs
     from compress.recover.compare import compare_methods, start_point
     from compress.recover.methods import NEEDS_TEACHER, get_method
 
-    if "data" not in recipe:
-        raise ValueError(f"{args.recipe}: the recipe has no `data:` section")
     method = args.method or cfg.get("method") or "finetune"
-    detector = load_detector_dir(args.model)
-    train_ds, val_ds = datasets_for(detector, recipe["data"], cfg["train"].get("augment"))
+    detector, train_ds, val_ds = load_inputs(recipe, args.model)
     wants_teacher = args.compare or method in NEEDS_TEACHER
     teacher = load_teacher(recipe, args.teacher) if wants_teacher else None
     if args.compare:
@@ -92,9 +88,9 @@ def run_recovery(
 
 
 def main(args: argparse.Namespace) -> int:
+    from compress.evaluate import model_figures
     from compress.models.load import save_detector
     from compress.recipe import load_recipe
-    from compress.train.reporting import model_figures
 
     if args.methods and not args.compare:
         raise SystemExit("recover: --methods only goes with --compare")
@@ -117,6 +113,7 @@ def main(args: argparse.Namespace) -> int:
             "AP50": best.get("AP50"),
             "AP50_95": best.get("AP50_95"),
             **model_figures(model),
+            "input_size": list(model.input_size),
         }
         write_json(
             out / "report.json",

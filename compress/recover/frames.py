@@ -2,7 +2,7 @@
 
 Real deployments have hours of video and few labels: the teacher's outputs on the frames are
 the targets. Frames are read with OpenCV (every `stride`-th frame, at most `max_frames`), put
-through the detector's own preprocessing (DATA's eval transform: letterbox or stretch) and
+through the detector's own preprocessing (the data's eval transform: letterbox or stretch) and
 kept in memory as uint8 at the input size.
 """
 
@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from compress.paths import resolve_asset
+from edge_runtime import video
 
 DEFAULT_VIDEO = "video/vtest.avi"
 
@@ -24,27 +25,10 @@ def read_frames(
     path: str | os.PathLike, stride: int = 5, max_frames: int = 120
 ) -> list[np.ndarray]:
     """RGB frames 0, stride, 2*stride, ... (at most max_frames) of a video file."""
-    import cv2
-
-    if stride < 1 or max_frames < 1:
-        raise ValueError(f"frames: stride and max_frames must be >= 1, got {stride}, {max_frames}")
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise FileNotFoundError(f"{path}: cannot open video (missing, or a codec OpenCV lacks)")
-    frames, index = [], 0
-    try:
-        while len(frames) < max_frames:
-            ok, bgr = cap.read()
-            if not ok:
-                break
-            if index % stride == 0:
-                frames.append(np.ascontiguousarray(bgr[:, :, ::-1]))
-            index += 1
-    finally:
-        cap.release()
-    if not frames:
-        raise ValueError(f"{path}: no frames could be decoded")
-    return frames
+    return [
+        np.ascontiguousarray(bgr[:, :, ::-1])
+        for bgr in video.read_frames(path, max_frames, stride=stride)
+    ]
 
 
 class VideoFrames(Dataset):

@@ -47,28 +47,11 @@ def train_settings(recipe: dict[str, Any], args: argparse.Namespace) -> dict[str
     return cfg
 
 
-def load_inputs(recipe: dict[str, Any], model_dir: str | None, train_cfg: dict[str, Any]):
-    """(detector, train_ds, val_ds) from the recipe; data follow the model's preprocessing."""
-    from compress.data.build import datasets_for
-    from compress.models.load import load_detector, load_detector_dir
-
-    if "data" not in recipe:
-        raise ValueError(f"{recipe['_source']['path']}: the recipe has no `data:` section")
-    if model_dir is not None:
-        detector = load_detector_dir(model_dir)
-    elif "model" in recipe:
-        detector = load_detector(recipe["model"])
-    else:
-        raise ValueError(f"{recipe['_source']['path']}: no `model:` section and no --model folder")
-    train_ds, val_ds = datasets_for(detector, recipe["data"], train_cfg.get("augment"))
-    return detector, train_ds, val_ds
-
-
 def write_models(detector: Any, out: Path, history: dict[str, Any]) -> dict[str, Any]:
     """final/ (the trained weights) and best/ (the best evaluated ones, when kept)."""
+    from compress.evaluate import model_figures
     from compress.models.load import save_detector
     from compress.train.engine import load_best
-    from compress.train.reporting import model_figures
 
     save_detector(detector, out / "final")
     models = {"final": "final", "use": "final"}
@@ -77,11 +60,15 @@ def write_models(detector: Any, out: Path, history: dict[str, Any]) -> dict[str,
         load_best(best, out)
         save_detector(best, out / "best")
         models.update(best="best", use="best")
-    return {"models": models, **model_figures(detector.cpu())}
+    return {
+        "models": models,
+        **model_figures(detector.cpu()),
+        "input_size": list(detector.input_size),
+    }
 
 
 def main(args: argparse.Namespace) -> int:
-    from compress.recipe import load_recipe
+    from compress.recipe import load_inputs, load_recipe
     from compress.train.engine import train
     from compress.train.reporting import dataset_fingerprint, model_inputs
 
@@ -91,7 +78,7 @@ def main(args: argparse.Namespace) -> int:
     cfg = train_settings(recipe, args)
     info = init_distributed(cfg.get("device", "auto"))
     out = Path(args.out)
-    detector, train_ds, val_ds = load_inputs(recipe, args.model, cfg)
+    detector, train_ds, val_ds = load_inputs(recipe, args.model, need_val=False)
     history = train(detector, train_ds, val_ds, cfg, out)
     if info.is_main:
         figures = write_models(detector, out, history)

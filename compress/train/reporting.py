@@ -6,8 +6,6 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
 from compress.io import file_record
 
 MODEL_FILE_KEYS = ("cfg", "weights", "names", "state_dict", "spec", "graph")
@@ -38,15 +36,4 @@ def dataset_fingerprint(dataset: Any) -> dict[str, Any]:
         "images": len(records),
         "boxes": getattr(dataset, "num_boxes", None),
         "paths_sha256": digest,
-    }
-
-
-def model_figures(detector: nn.Module) -> dict[str, Any]:
-    """Parameters and FLOPs (FLOPs = 2 x MACs, torch.utils.flop_counter) at the input size."""
-    from compress.evaluate import count_flops, count_params
-
-    return {
-        "params": count_params(detector),
-        "flops": count_flops(detector, tuple(detector.input_size)),
-        "input_size": list(detector.input_size),
     }

@@ -8,7 +8,7 @@ Torch-free, Python 3.6.
 import os
 import subprocess
 
-from export.user_errors import UserError
+from edge_runtime.user_errors import UserError
 
 MIB = 1 << 20
 # Major versions the builder runs on: 8 (the Nano's 8.2) to 10. TensorRT 11 removed the FP16

@@ -14,11 +14,11 @@ import os
 import shlex
 import time
 
-from export import bundle
+from edge_runtime import files
+from edge_runtime.user_errors import UserError
 from export.trt import api
 from export.trt.calibrator import CalibrationImages, make_entropy_calibrator
 from export.trt.onnx_meta import read_bundle_meta
-from export.user_errors import UserError
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_WORKSPACE_MIB = 256
@@ -227,16 +227,16 @@ def build_engine(
             "lower --workspace-mib or turn on swap.".format(onnx_path, precision)
         )
     data = bytes(serialized)
-    bundle.atomic_write_bytes(str(engine_path), data)
+    files.atomic_write_bytes(str(engine_path), data)
     if timing_cache and hasattr(config, "get_timing_cache"):
-        bundle.atomic_write_bytes(str(timing_cache), bytes(config.get_timing_cache().serialize()))
+        files.atomic_write_bytes(str(timing_cache), bytes(config.get_timing_cache().serialize()))
 
     record = {
         "bundle": meta,
         "onnx": os.path.basename(str(onnx_path)),
-        "onnx_sha256": bundle.sha256_file(str(onnx_path)),
+        "onnx_sha256": files.sha256_file(str(onnx_path)),
         "engine": os.path.basename(str(engine_path)),
-        "engine_sha256": bundle.sha256_file(str(engine_path)),
+        "engine_sha256": files.sha256_file(str(engine_path)),
         "engine_bytes": len(data),
         "tensorrt_version": str(getattr(trt, "__version__", "unknown")),
         "gpu_name": gpu,
@@ -251,7 +251,7 @@ def build_engine(
         "warnings": warnings,
     }
     record.update(extra_record or {})
-    bundle.atomic_write_json(metadata_path(engine_path), record)
+    files.atomic_write_json(metadata_path(engine_path), record)
     for w in warnings:
         log("warning: " + w)
     return record

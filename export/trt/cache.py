@@ -12,7 +12,7 @@ import json
 import os
 import re
 
-from export import bundle
+from edge_runtime import files
 from export.trt import api
 from export.trt.builder import DEFAULT_WORKSPACE_MIB, build_engine, metadata_path
 
@@ -65,7 +65,7 @@ def lookup(engine_path, key):
     stale = [k for k in KEY_FIELDS if record.get(k) != key[k]]
     if stale:
         return "built for another " + ", ".join(stale)
-    if record.get("engine_sha256") != bundle.sha256_file(engine_path):
+    if record.get("engine_sha256") != files.sha256_file(engine_path):
         return "engine file changed since it was built"
     return None
 
@@ -99,7 +99,7 @@ def get_or_build_engine(
         gpu,
         getattr(trt, "__version__", "unknown"),
         precision,
-        bundle.sha256_file(str(onnx_path)),
+        files.sha256_file(str(onnx_path)),
         dla_core,
     )
     engine_path = engine_path_for(cache_dir, onnx_path, key)

@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 
-from export.bundle import atomic_write_bytes
+from edge_runtime.files import atomic_write_bytes
 from export.trt.preprocess import list_images, preprocess, read_image
 
 

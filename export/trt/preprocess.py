@@ -1,7 +1,8 @@
 """Frame -> network input, as the bundle metadata says (cv2 + numpy, torch-free, Python 3.6).
 
-The INT8 calibrator and the host's parity check both feed the network through this code, so
-what the engine is calibrated and checked on is what the device feeds it.
+The device loop (edge_runtime.detector), the INT8 calibrator and the host's parity check all
+feed the network through `Preprocessor`, so what the engine is calibrated and checked on is
+what the device feeds it. `Geometry` maps boxes back to the frame.
 """
 
 import os
@@ -47,28 +48,64 @@ def stretch(frame, height, width, pad_value=114):
 RESIZERS = {"letterbox": letterbox, "stretch": stretch}
 
 
-def preprocess(frame_bgr, meta):
-    """A BGR uint8 frame -> (float32 [1, 3, H, W] per `meta`, ratio, pad).
+class Geometry(object):
+    """Input pixels -> frame pixels: x_frame = (x_in - left) / sx, same for y."""
 
-    `meta` is the bundle metadata (export.bundle): input_shape, resize, pad_value, color,
-    normalize {scale, mean, std}.
-    """
-    if frame_bgr is None or frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3:
-        raise ValueError(
-            "expected a BGR image [H, W, 3], got {}".format(getattr(frame_bgr, "shape", None))
+    __slots__ = ("left", "top", "sx", "sy", "width", "height")
+
+    def __init__(self, left, top, sx, sy, width, height):
+        self.left, self.top, self.sx, self.sy = left, top, sx, sy
+        self.width, self.height = width, height
+
+    def to_frame(self, boxes):
+        """boxes [n, 4] xyxy in network-input pixels -> frame pixels, clipped to the frame."""
+        out = np.empty_like(boxes, dtype=np.float32)
+        out[:, 0::2] = (boxes[:, 0::2] - self.left) / self.sx
+        out[:, 1::2] = (boxes[:, 1::2] - self.top) / self.sy
+        np.clip(out[:, 0::2], 0, self.width, out=out[:, 0::2])
+        np.clip(out[:, 1::2], 0, self.height, out=out[:, 1::2])
+        return out
+
+
+class Preprocessor(object):
+    """Built once from the bundle metadata (export.bundle: input_shape, resize, pad_value,
+    color, normalize {scale, mean, std}); call it per frame: frame_bgr -> (blob, Geometry).
+    The camera loop, the parity check and INT8 calibration all use this one."""
+
+    def __init__(self, meta):
+        _, _, self.height, self.width = [int(d) for d in meta["input_shape"]]
+        self.resize = RESIZERS[meta.get("resize", "letterbox")]
+        self.pad_value = int(meta.get("pad_value", 114))
+        self.to_rgb = meta.get("color", "RGB") == "RGB"
+        norm = meta.get("normalize") or {}
+        # x = pixel * scale, then (x - mean) / std only when that is not the identity
+        self.scale = np.float32(norm.get("scale", 1.0 / 255.0))
+        self.mean = np.asarray(norm.get("mean", [0.0, 0.0, 0.0]), dtype=np.float32).reshape(3, 1, 1)
+        self.std = np.asarray(norm.get("std", [1.0, 1.0, 1.0]), dtype=np.float32).reshape(3, 1, 1)
+        self.standardize = bool(self.mean.any() or (self.std != 1.0).any())
+
+    def __call__(self, frame_bgr):
+        if frame_bgr is None or frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3:
+            raise ValueError(
+                "expected a BGR image [H, W, 3], got {}".format(getattr(frame_bgr, "shape", None))
+            )
+        image, (sx, sy), (left, top) = self.resize(
+            frame_bgr, self.height, self.width, self.pad_value
         )
-    _, _, height, width = [int(d) for d in meta["input_shape"]]
-    resize = RESIZERS[meta.get("resize", "letterbox")]
-    image, ratio, pad = resize(frame_bgr, height, width, int(meta.get("pad_value", 114)))
-    if meta.get("color", "RGB") == "RGB":
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    norm = meta.get("normalize") or {}
-    x = image.astype(np.float32) * np.float32(norm.get("scale", 1.0 / 255.0))
-    mean = np.asarray(norm.get("mean", [0.0, 0.0, 0.0]), dtype=np.float32)
-    std = np.asarray(norm.get("std", [1.0, 1.0, 1.0]), dtype=np.float32)
-    if mean.any() or (std != 1.0).any():
-        x = (x - mean) / std
-    return np.ascontiguousarray(x.transpose(2, 0, 1)[None]), ratio, pad
+        h, w = frame_bgr.shape[:2]
+        geometry = Geometry(left, top, sx, sy, w, h)
+        if self.to_rgb:
+            image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        blob = np.multiply(image.transpose(2, 0, 1), self.scale, dtype=np.float32)
+        if self.standardize:
+            blob = (blob - self.mean) / self.std
+        return np.ascontiguousarray(blob[np.newaxis]), geometry
+
+
+def preprocess(frame_bgr, meta):
+    """One frame through `Preprocessor(meta)`: (float32 [1, 3, H, W], (rx, ry), (pad_left, pad_top))."""
+    blob, g = Preprocessor(meta)(frame_bgr)
+    return blob, (g.sx, g.sy), (g.left, g.top)
 
 
 def read_image(path):

@@ -25,9 +25,9 @@ BUNDLES = {
 
 
 def _edge():
-    from tests import test_edge_fixtures
+    from tests import edge_fixtures
 
-    return test_edge_fixtures
+    return edge_fixtures
 
 
 def _latency():

@@ -6,17 +6,7 @@ Pieces, each importable on its own:
   inherit  a candidate's weights: keep cluster representatives (or top-L1), BN recalibration
   fitness  accuracy proxies (teacher agreement, AP50, loss) and budgets (FLOPs, latency)
   pso      the particle swarm (per-dimension velocities, falling inertia, clamp)
-  search   the search loop: cache, resumable state, report; `acp` for PRUNE_METHODS
+  search   the search loop: cache, resumable state, report
+  strategy the `acp` prune strategy (compress.prune.run.STRATEGIES): the search's best
+           structure, cut and refitted by the prune run
 """
-
-from __future__ import annotations
-
-from pathlib import Path
-from typing import Any
-
-
-def acp(detector, train_ds, val_ds, recipe: dict[str, Any], out_dir: Path):
-    """PRUNE_METHODS["acp"] (imported lazily: torch-pruning and sklearn load only when used)."""
-    from compress.prune.acp.search import acp as run
-
-    return run(detector, train_ds, val_ds, recipe, out_dir)

@@ -433,21 +433,20 @@ class Search:
         }
 
 
-def search(
+def run_search(
     detector: nn.Module,
     train_ds: Any,
     val_ds: Any,
     cfg: dict[str, Any],
     out_dir: str | Path,
     stop_after: int | None = None,
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Cluster, fly the swarm, build the best structure (inherited + BN recalibrated).
-    Returns (pruned detector, search report). `cfg` is `resolve_settings(prune_section)`."""
+) -> tuple[Search, dict[str, Any]]:
+    """Cluster and fly the swarm. Returns the search (its best structure is
+    `report["best"]["widths"]`) and its report. `cfg` is `resolve_settings(prune_section)`."""
     prep = prepare(detector, train_ds, val_ds, cfg)
     s = Search(detector, prep, cfg, out_dir)
     result = s.run(stop_after)
     best = result["best"]["widths"]
-    model, refit = s.build_final(best, train_ds)
     units = [
         {
             "layer": u.name,
@@ -464,59 +463,21 @@ def search(
         if batchnorms(detector)
         else "skipped: the model has no BatchNorm",
         **result,
-        **refit,
         "per_layer": units,
     }
-    return model, report
+    return s, report
 
 
-def acp(
-    detector: nn.Module, train_ds: Any, val_ds: Any, recipe: dict[str, Any], out_dir: Path
+def search(
+    detector: nn.Module,
+    train_ds: Any,
+    val_ds: Any,
+    cfg: dict[str, Any],
+    out_dir: str | Path,
+    stop_after: int | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """PRUNE_METHODS["acp"]: search, then recover with the recipe's `recover:` section."""
-    from compress.prune.acp.plots import plot_search
-    from compress.prune.methods import make_evaluator, make_recoverer
-    from compress.prune.slimming import figures, recover_or_keep
-
-    cfg = resolve_settings(recipe.get("prune"))
-    out_dir = Path(out_dir)
-    evaluate = make_evaluator(val_ds, recipe)
-    baseline = recipe.get("_baseline") or figures(detector, evaluate(detector))
-    t0 = time.time()
-    model, report = search(detector, train_ds, val_ds, cfg, out_dir)
-    search_seconds = time.time() - t0
-    searched = figures(model, evaluate(model))
-    final, recovery = searched, None
-    if cfg["recover"]:
-        model, recovery, final, kept = recover_or_keep(
-            model,
-            searched,
-            make_recoverer(train_ds, val_ds, recipe),
-            evaluate,
-            out_dir / "recover",
-            detector,
-        )
-        if kept:
-            recovery["kept"] = kept
-    report = {
-        "method": "acp",
-        "settings": cfg,
-        "baseline": baseline,
-        "searched": searched,
-        "recovered": final if recovery is not None else None,
-        "final": final,
-        "flops_ratio": final["flops"] / baseline["flops"],
-        "params_ratio": final["params"] / baseline["params"],
-        "search": {k: v for k, v in report.items() if k != "per_layer"},
-        "search_seconds": round(search_seconds, 1),
-        "per_layer": report["per_layer"],
-        "recovery": recovery,
-    }
-    try:
-        report["acp_plots"] = plot_search(report, out_dir)
-    except Exception as exc:  # a plot must never lose the run's numbers
-        log.warning("ACP plots failed: %s", exc)
-        report["acp_plots_error"] = repr(exc)
-    if not math.isfinite(report["flops_ratio"]):
-        raise ValueError("ACP: FLOPs of the pruned model are not finite")
-    return model, report
+    """`run_search`, then the best structure built (refitted, or inherited + BN recalibrated).
+    Returns (pruned detector, search report)."""
+    s, report = run_search(detector, train_ds, val_ds, cfg, out_dir, stop_after)
+    model, refit = s.build_final(report["best"]["widths"], train_ds)
+    return model, {**report, **refit}

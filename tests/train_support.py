@@ -168,16 +168,6 @@ def tiny_cfg(**over) -> dict:
     return cfg
 
 
-def test_tiny_detector_is_a_detector():
-    det = TinyDetector()
-    img, t = Rectangles(2)[0]
-    raw = det(img[None])
-    loss, parts = det.loss(raw, [t])
-    assert loss.ndim == 0 and set(parts) == {"obj", "box"}
-    boxes, scores = det.decode(raw)
-    assert boxes.shape == (1, 64, 4) and scores.shape == (1, 64, 1)
-
-
 # A two-conv Darknet YOLO with one yolo head and one class: realistic and fast to train.
 TINY_YOLO_CFG = """
 [net]
@@ -237,7 +227,7 @@ random=0
 
 
 def tiny_yolo(input_size: int = 64, seed: int = 0):
-    """The tiny cfg above as a one-class person YOLO (YOLO engineer's builder)."""
+    """The tiny cfg above as a one-class person YOLO (the Darknet cfg builder)."""
     from compress.models.yolo import YOLO
 
     torch.manual_seed(seed)

@@ -1,0 +1,1 @@
+"""The end-to-end run over compress, export and benchmarks (`python -m nanoprune`)."""
