@@ -8,6 +8,13 @@ are comparable across layers (BN |gamma| after sparsity training) say so with `g
 True`; the others are divided by each layer's maximum before one global threshold is applied,
 so a layer with large weights does not keep everything.
 
+Data-aware criteria (HRank, feature similarity, correlation, reconstruction; module
+`feature_criteria`) set `needs_features = True`: the caller collects each conv unit's
+post-activation output on a few images (`features.collect_features`) and passes it as
+`features=` ([N, C, H, W]). Criteria that need a teacher's view (`output_taylor`) set
+`needs_teacher = True` and are `prepare`d with the teacher, the working model and images.
+`__call__(conv, bn, following)` stays the contract of every other criterion.
+
 Registry: `IMPORTANCE[name](**options)`.
     >>> conv, bn = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
     >>> IMPORTANCE["l1"]()(conv, bn).shape
@@ -26,6 +33,8 @@ from torch import nn
 class Importance(ABC):
     global_scale = False
     needs_grad = False  # the caller runs loss.backward() on a few batches before scoring
+    needs_features = False  # the caller passes features=[N, C, H, W] of the unit's output
+    needs_teacher = False  # the caller runs prepare(teacher, model, images) before scoring
 
     @abstractmethod
     def __call__(
@@ -126,6 +135,17 @@ class FPGM(Importance):
         return torch.cdist(w, w).sum(dim=1)
 
 
+def _feature_criterion(name: str):
+    """A factory that imports the data-aware criteria only when one is asked for."""
+
+    def make(**options) -> Importance:
+        from compress.prune import feature_criteria
+
+        return getattr(feature_criteria, name)(**options)
+
+    return make
+
+
 IMPORTANCE: dict[str, type[Importance] | object] = {
     "bn_scale": BNScale,
     "bn_scale_layer": lambda: BNScale(per_layer=True),
@@ -134,6 +154,12 @@ IMPORTANCE: dict[str, type[Importance] | object] = {
     "l2": lambda: FilterNorm(p=2),
     "taylor": BNTaylor,
     "fpgm": FPGM,
+    "hrank": _feature_criterion("HRank"),
+    "similarity_rank": _feature_criterion("SimilarityRank"),
+    "tcfp": _feature_criterion("FunctionalSimilarity"),
+    "correlation": _feature_criterion("CorrelationIndependence"),
+    "reconstruction": _feature_criterion("Reconstruction"),
+    "output_taylor": _feature_criterion("OutputTaylor"),
 }
 
 
