@@ -20,6 +20,10 @@ VERBS: dict[str, tuple[str, str]] = {
     ),
     "train": ("compress.train.cli", "train or fine-tune a detector from a recipe"),
     "prune": ("compress.prune.cli", "sparsity training and adaptive channel + layer pruning"),
+    "criteria": (
+        "compress.prune.criteria_cli",
+        "every channel criterion and layer allocator at equal FLOPs: AP table and plot",
+    ),
     "search": (
         "compress.prune.search_cli",
         "SSD/YOLO structure search: clustering + particle swarm",

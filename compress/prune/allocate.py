@@ -21,7 +21,6 @@ Registry: `ALLOCATORS[name](context, flops_goal) -> Allocation`.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -179,12 +178,23 @@ def bisect(
 
 
 def global_ranking(ctx: AllocContext, goal: int) -> Allocation:
-    values = torch.cat(list(group_scores(ctx.graph, ctx.scores).values())).sort().values
-    n = len(values)
+    """One threshold over every prunable channel's score. The scores are replaced by their
+    position in one stable global sort first: the same cut as a threshold on the values
+    wherever they differ, and one that can still land on the goal when a criterion gives
+    many equal scores (HRank's ranks, a layer of zero gammas)."""
+    gs = group_scores(ctx.graph, ctx.scores)
+    roots = list(gs)
+    flat = torch.cat([gs[r] for r in roots]).double()
+    n = len(flat)
+    position = torch.empty(n, dtype=torch.float64)
+    position[torch.argsort(flat, stable=True)] = torch.arange(n, dtype=torch.float64) / n
+    ranked: dict[int, torch.Tensor] = {}
+    for r, part in zip(roots, position.split([len(gs[r]) for r in roots])):
+        for i in ctx.graph.prunable_groups()[r]:
+            ranked[i] = part
 
     def make(q: float) -> Plan:
-        thr = float(values[min(n - 1, int(q * n))]) if q > 0 else -math.inf
-        return choose_channels(ctx.graph, ctx.scores, thr, *ctx.floors.args())
+        return choose_channels(ctx.graph, ranked, q - 0.5 / n, *ctx.floors.args())
 
     plan, f, q = bisect(make, ctx.flops, goal, 0.0, 1.0, shrinks_with_x=True)
     return Allocation(plan, f, {"quantile": q})

@@ -65,7 +65,8 @@ class HRank(Importance):
     average matrix rank of a filter's output maps over a few images. A low-rank map holds
     little information, whatever its magnitude; a dead (all-zero) map has rank 0. Ranks are
     taken on the strided sample `collect_features` keeps (a sub-matrix: its rank is a lower
-    bound of the full map's, with the same ordering in practice)."""
+    bound of the full map's, with the same ordering in practice); equal ranks are ordered by
+    the map's mean magnitude."""
 
     needs_features = True
 
@@ -77,7 +78,11 @@ class HRank(Importance):
         *,
         features: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return average_rank(_maps(features, "hrank")).float()
+        maps = _maps(features, "hrank")
+        # Ranks are whole numbers and many maps are full-rank: equal ranks are ordered by the
+        # map's mean magnitude (a term under 1e-3, below any difference in rank).
+        size = maps.abs().mean((0, 2, 3)).double()
+        return (average_rank(maps) + 1e-3 * size / size.max().clamp_min(1e-30)).float()
 
 
 class SimilarityRank(Importance):
