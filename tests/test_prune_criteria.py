@@ -426,3 +426,24 @@ def test_full_yolov3_structure_runs_the_feature_criteria(assets):
     for members in graph.prunable_groups().values():
         assert len({tuple(alloc.plan.keep[i]) for i in members}) == 1
     assert conv_unit(small.module_list[0])[0].out_channels % 8 == 0
+
+
+def test_gradient_criteria_leave_the_starting_model_as_it_was(assets):
+    need(assets, "coco-person-val2017/images/val")
+    from compress.data.build import datasets_for
+    from compress.prune.criteria_table import Bench, table_settings
+
+    model = _tiny()
+    data = {"format": "yolo", "root": "coco-person-val2017", "split": "train",
+            "names": "darknet/coco.names", "classes": ["person"], "val_fraction": 0.5,
+            "max_images": 8}  # fmt: skip
+    train_ds, val_ds = datasets_for(model, data, None)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = table_settings({"criteria": {"grad_images": 4, "batch_size": 4}})
+    bench = Bench(model, train_ds, val_ds, cfg)
+    for name in ("taylor", "output_taylor"):
+        scores = bench.scores(name)
+        assert any(float(s.sum()) > 0 for s in scores.values()), name
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(p.grad is None for p in model.parameters())

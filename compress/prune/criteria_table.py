@@ -16,6 +16,7 @@ Settings: the recipe's `criteria:` section over `TABLE_DEFAULTS`; the floors (`r
 
 from __future__ import annotations
 
+import copy
 import io
 import logging
 import math
@@ -174,19 +175,20 @@ class Bench:
 
     def _score(self, crit: Importance) -> dict[int, torch.Tensor]:
         n = int(self.cfg["grad_images"])
+        model = self.model
         if crit.needs_grad:
+            # the loss runs in training mode, which moves BN running statistics: on a copy,
+            # so every cut starts from the same model
+            model = copy.deepcopy(self.model)
             labelled = self._once(
                 "labelled",
                 lambda: _eval_batches(self.train_ds, self.model, n, int(self.cfg["batch_size"])),
             )
-            loss_grads(self.model, [(x.to(self.device), t) for x, t in labelled])
+            loss_grads(model, [(x.to(self.device), t) for x, t in labelled])
         if crit.needs_teacher:
-            crit.prepare(self.teacher, self.model, self.images(n))
-        try:
-            feats = self.features() if crit.needs_features else None
-            return conv_scores(self.model, crit, self.graph, features=feats)
-        finally:
-            self.model.zero_grad(set_to_none=True)
+            crit.prepare(self.teacher, model, self.images(n))
+        feats = self.features() if crit.needs_features else None
+        return conv_scores(model, crit, self.graph, features=feats)
 
     def fitness(self, pruned: nn.Module) -> float:
         """Distillation loss of a cut model against the teacher on the GA's images (lower =
