@@ -16,7 +16,6 @@ Settings: the recipe's `criteria:` section over `TABLE_DEFAULTS`; the floors (`r
 
 from __future__ import annotations
 
-import copy
 import io
 import logging
 import math
@@ -36,11 +35,12 @@ from compress.prune.allocate import (
     Floors,
     FlopCounter,
 )
-from compress.prune.channel import compact, conv_scores
-from compress.prune.features import collect_features, loss_grads
+from compress.prune.channel import compact
+from compress.prune.features import collect_features
 from compress.prune.graph import build_graph
-from compress.prune.importance import IMPORTANCE, Importance, build_importance
+from compress.prune.importance import IMPORTANCE, build_importance
 from compress.prune.reconstruct import REFIT_DEFAULTS, reconstruct
+from compress.prune.scoring import score_channels
 
 log = logging.getLogger(__name__)
 
@@ -171,24 +171,27 @@ class Bench:
         )
 
     def scores(self, name: str) -> dict[int, torch.Tensor]:
-        return self._once(f"scores:{name}", lambda: self._score(build_importance(name)))
+        return self._once(f"scores:{name}", lambda: self._score(name))
 
-    def _score(self, crit: Importance) -> dict[int, torch.Tensor]:
+    def _score(self, name: str) -> dict[int, torch.Tensor]:
         n = int(self.cfg["grad_images"])
-        model = self.model
+        crit = build_importance(name)
+        labelled = []
         if crit.needs_grad:
-            # the loss runs in training mode, which moves BN running statistics: on a copy,
-            # so every cut starts from the same model
-            model = copy.deepcopy(self.model)
-            labelled = self._once(
+            raw = self._once(
                 "labelled",
                 lambda: _eval_batches(self.train_ds, self.model, n, int(self.cfg["batch_size"])),
             )
-            loss_grads(model, [(x.to(self.device), t) for x, t in labelled])
-        if crit.needs_teacher:
-            crit.prepare(self.teacher, model, self.images(n))
-        feats = self.features() if crit.needs_features else None
-        return conv_scores(model, crit, self.graph, features=feats)
+            labelled = [(x.to(self.device), t) for x, t in raw]
+        return score_channels(
+            self.model,
+            crit,
+            images=self.images(n) if crit.needs_teacher else [],
+            labelled=labelled,
+            teacher=self.teacher,
+            features=self.features() if crit.needs_features else None,
+            graph=self.graph,
+        )
 
     def fitness(self, pruned: nn.Module) -> float:
         """Distillation loss of a cut model against the teacher on the GA's images (lower =
