@@ -87,10 +87,10 @@ class HRank(Importance):
 
 class SimilarityRank(Importance):
     """Feature-map similarity combined with average rank: a channel's HRank score (average
-    rank / the largest rank a map of that size can have) times (1 - its largest |cosine|
-    similarity to a higher-ranked channel of the layer, on the same images). Rank alone keeps
-    two copies of a rich map; the similarity term keeps one (the redundancy view of
-    feature-map similarity pruning, e.g. Sui et al. 2021, CHIP; Wang et al. 2021)."""
+    rank / the largest rank a map of that size can have) times (1 - its largest |correlation|
+    with a higher-ranked channel of the layer, over the same images and positions). Rank
+    alone keeps two copies of a rich map; the similarity term keeps one. Correlation, not
+    cosine: post-activation maps are mostly positive, so any two have a large cosine."""
 
     needs_features = True
 
@@ -109,7 +109,7 @@ class SimilarityRank(Importance):
         order = torch.argsort(
             rank + 1e-6 * x.norm(dim=1) / x.norm(dim=1).max().clamp_min(1e-30), descending=True
         )
-        return (rank * (1 - _redundancy_discount(order, _cosine(x)))).float()
+        return (rank * (1 - _redundancy_discount(order, _correlation(x)[0]))).float()
 
 
 class FunctionalSimilarity(Importance):
@@ -254,7 +254,7 @@ class Reconstruction(Importance):
     quantity `reconstruct` minimises; each kernel tap gets the same pointwise prediction, so
     the taps' weights add). Greedy backward elimination (`eliminate`), the refit's weight
     update carried along: ThiNet's greedy selection with the refit inside. Cost: one C x C
-    covariance and O(C^3) per layer, about a second for YOLOv3-tiny on a CPU."""
+    covariance and O(C^3) per layer: a few seconds for all of YOLOv3-tiny on one CPU core."""
 
     needs_features = True
 
