@@ -394,10 +394,18 @@ def plot(table: dict[str, Any], path: Path) -> Path:
     for r in table["rows"]:
         if "AP50" in r:
             by.setdefault(r["method"], []).append((r["flops_ratio"], r["AP50"]))
-    for name, pts in by.items():
+    colours = plt.get_cmap("tab20").colors  # 17+ lines: the default 10 colours repeat
+    for k, (name, pts) in enumerate(by.items()):
         pts.sort()
-        style = "--" if "/" in name else "-"
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", ms=3, label=name)
+        ax.plot(
+            [p[0] for p in pts],
+            [p[1] for p in pts],
+            "--" if "/" in name else "-",  # allocator rows dashed
+            color=colours[k % len(colours)],
+            marker="osD^v<>"[k % 7],
+            ms=4,
+            label=name,
+        )
     ax.plot([1.0], [table["unpruned"]["AP50"]], "k*", ms=12, label="unpruned")
     ax.set_xlabel("FLOPs (fraction of the unpruned model)")
     ax.set_ylabel("val AP50")
