@@ -22,6 +22,10 @@ VERBS: dict[str, tuple[str, str]] = {
         "compress.prune.cli",
         "prune with a strategy: slimming (sparsity + learned threshold), acp (swarm search)",
     ),
+    "criteria": (
+        "compress.prune.criteria_cli",
+        "every channel criterion and layer allocator at equal FLOPs: AP table and plot",
+    ),
     "search": ("compress.prune.cli", "the same as `prune --method acp`"),
     "recover": (
         "compress.recover.cli",

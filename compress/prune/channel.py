@@ -19,6 +19,7 @@ consumers (and not at all when beta is 0).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,17 +49,28 @@ class Plan:
 
 
 def conv_scores(
-    model: nn.Module, importance: Importance, graph: ChannelGraph | None = None
+    model: nn.Module,
+    importance: Importance,
+    graph: ChannelGraph | None = None,
+    features: Mapping[int, torch.Tensor] | None = None,
 ) -> dict[int, torch.Tensor]:
     """Per prunable conv: its channel scores (divided by the layer max unless the criterion's
-    scale is global, so one threshold means the same thing in every layer)."""
+    scale is global, so one threshold means the same thing in every layer). `features`
+    (conv index -> its unit's output on a few images, `features.collect_features`) is passed
+    to criteria that set `needs_features`."""
     graph = graph or build_graph(model.blocks)
     readers = following_weights(model, graph)
+    if importance.needs_features and features is None:
+        raise ValueError(
+            f"{type(importance).__name__} scores feature maps: pass features= "
+            "(compress.prune.features.collect_features on a few images)"
+        )
     out: dict[int, torch.Tensor] = {}
     for members in graph.prunable_groups().values():
         for i in members:
             conv, bn, _ = conv_unit(model.module_list[i])
-            s = importance(conv, bn, readers.get(i, [])).detach().float().cpu()
+            extra = {"features": features[i]} if importance.needs_features else {}
+            s = importance(conv, bn, readers.get(i, []), **extra).detach().float().cpu()
             if not importance.global_scale:
                 s = s / s.max().clamp_min(1e-12)
             out[i] = s

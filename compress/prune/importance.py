@@ -8,6 +8,13 @@ are comparable across layers (BN |gamma| after sparsity training) say so with `g
 True`; the others are divided by each layer's maximum before one global threshold is applied,
 so a layer with large weights does not keep everything.
 
+Data-aware criteria (HRank, feature similarity, correlation, reconstruction; module
+`feature_criteria`) set `needs_features = True`: the caller collects each conv unit's
+post-activation output on a few images (`features.collect_features`) and passes it as
+`features=` ([N, C, H, W]). Criteria that need a teacher's view (`output_taylor`) set
+`needs_teacher = True` and are `prepare`d with the teacher, the working model and images.
+`__call__(conv, bn, following)` stays the contract of every other criterion.
+
 Registry: `IMPORTANCE[name](**options)`.
     >>> conv, bn = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
     >>> IMPORTANCE["l1"]()(conv, bn).shape
@@ -16,22 +23,13 @@ Registry: `IMPORTANCE[name](**options)`.
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-
-class Importance(ABC):
-    global_scale = False
-    needs_grad = False  # the caller runs loss.backward() on a few batches before scoring
-
-    @abstractmethod
-    def __call__(
-        self, conv: nn.Conv2d, bn: nn.BatchNorm2d | None, following: Sequence[torch.Tensor] = ()
-    ) -> torch.Tensor:
-        """One score per output channel of `conv` (higher = more important)."""
+from compress.prune import feature_criteria
+from compress.prune.criterion import Importance
 
 
 class BNScale(Importance):
@@ -134,6 +132,12 @@ IMPORTANCE: dict[str, type[Importance] | object] = {
     "l2": lambda: FilterNorm(p=2),
     "taylor": BNTaylor,
     "fpgm": FPGM,
+    "hrank": feature_criteria.HRank,
+    "similarity_rank": feature_criteria.SimilarityRank,
+    "tcfp": feature_criteria.FunctionalSimilarity,
+    "correlation": feature_criteria.CorrelationIndependence,
+    "reconstruction": feature_criteria.Reconstruction,
+    "output_taylor": feature_criteria.OutputTaylor,
 }
 
 
