@@ -1,12 +1,19 @@
 """`python -m compress pipeline --recipe R --profile P --out DIR`: a whole recipe, one run folder.
 
 Stages (`STAGES`), in order, each into `DIR/<stage>/` with its own `report.json`:
-  base      load the model (person specialization from the recipe's `classes`), save it,
-            evaluate it on the held-out images (AP50, AP50:95), count params and FLOPs
-  prune     one prune run (`compress.prune.run`) with the strategy `prune.method` names
-            (slimming: sparsity training, adaptive layer + channel pruning, recovery, in
-            cycles), model + plots + report
-  evaluate  the saved pruned model re-loaded from disk and evaluated on the same images
+  base       load the model (person specialization from the recipe's `classes`), save it,
+             evaluate it on the held-out images (AP50, AP50:95), count params and FLOPs
+  specialise fine-tune the unpruned person model on the person data (`specialise:`); the
+             prune starts from it and distils from it. A COCO-80 model's person score
+             competes with 79 other classes; a person-only model does not, and the features
+             only those classes used become dead weight a criterion can see
+  prune      one prune run (`compress.prune.run`) with the strategy `prune.method` names
+             (slimming: sparsity training, adaptive layer + channel pruning, recovery, in
+             cycles), model + plots + report; the AP drop limit is counted from the original
+             model the user started from
+  evaluate   the saved pruned model re-loaded from disk and evaluated on the same images
+  ship       the model the run hands over (`compress.ship`): the smallest pruned model whose
+             AP50 is within `prune.max_ap_drop` of the original, else the best unpruned one
   compare   the recovery methods side by side on the pruned model (`recover.compare`)
   versus    another strategy (`versus:`) from the same model to the same FLOPs
 A failing stage is recorded with its error and the stages that need it are skipped.
@@ -20,9 +27,11 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
+import shutil
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +39,7 @@ from compress import report
 from compress.evaluate import model_figures
 from compress.io import atomic_write_text, file_record, read_json, write_json
 from compress.recipe import load_recipe
+from compress.ship import Candidate, choose
 
 log = logging.getLogger("compress.pipeline")
 
@@ -44,12 +54,20 @@ class Run:
     def __init__(self, recipe: dict[str, Any], out: Path) -> None:
         self.recipe, self.out = recipe, out
         self.base = self.pruned = self.train_ds = self.val_ds = None
+        self.start = None  # what the prune starts from: the person-tuned model, else base
+        self.prune_report: dict[str, Any] | None = None
         self.figures: dict[str, Any] = {}
         self.paths: dict[str, str] = {}
         # A run folder that already holds a pruned model lets the later stages re-run alone
         # (`--stages base,evaluate,compare`); a prune stage in this run replaces it.
         if (out / "prune" / "model" / "model.json").is_file():
             self.paths["pruned_model"] = str(out / "prune" / "model")
+        if (out / "ship" / "model" / "model.json").is_file():
+            self.paths["shipped_model"] = str(out / "ship" / "model")
+        spec = out / "specialise" / "report.json"
+        if spec.is_file() and (out / "specialise" / "model" / "model.json").is_file():
+            self.paths["specialised_model"] = str(out / "specialise" / "model")
+            self.figures["specialised"] = read_json(spec)["figures"]
 
 
 def stage_base(run: Run, out: Path) -> dict[str, Any]:
@@ -79,18 +97,58 @@ def stage_base(run: Run, out: Path) -> dict[str, Any]:
     }
 
 
+def stage_specialise(run: Run, out: Path) -> dict[str, Any]:
+    """Fine-tune the unpruned person model with the `specialise:` settings over `train:`."""
+    from compress.models.load import save_detector
+    from compress.prune.run import evaluator, train_settings
+    from compress.train.engine import train
+
+    spec = dict(run.recipe.get("specialise") or {})
+    if int(spec.get("epochs", 0)) <= 0:
+        raise Skip("recipe has no specialise section: the prune starts from the base model")
+    model = copy.deepcopy(run.base)
+    # One evaluation, after training: the held-out images judge the result, not each epoch.
+    history = train(
+        model, run.train_ds, None, train_settings(run.recipe, **spec, eval_every=0), out
+    )
+    metrics = evaluator(run.val_ds, run.recipe)(model.eval())
+    figures = model_figures(model, metrics)
+    run.figures["specialised"] = figures
+    run.paths["specialised_model"] = str(save_detector(model, out / "model"))
+    gain = figures["AP50"] - run.figures["base"]["AP50"]
+    # A specialisation that scores lower than what it started from is not built upon.
+    run.start = model if gain >= 0 else run.base
+    return {
+        "settings": history["config"],
+        "final_loss": (history.get("final") or {}).get("loss"),
+        "figures": figures,
+        "AP50_gain": gain,
+        "prune_starts_from": "specialised" if gain >= 0 else "base",
+        "model_dir": run.paths["specialised_model"],
+    }
+
+
 def _prune(run: Run, recipe: dict[str, Any], out: Path):
-    """One prune run from the unpruned model, reusing its figures on the same images."""
+    """One prune run from the person-tuned model (the base one without a specialise stage),
+    distilling from it; the AP drop limit counts from the original model's figures."""
     from compress.prune.run import Context, prune, strategy_for
 
+    start = run.start
+    if start is None and "specialised_model" in run.paths:  # a re-run of later stages
+        from compress.models.load import load_detector_dir
+
+        start = run.start = load_detector_dir(run.paths["specialised_model"]).eval()
+    start = start if start is not None else run.base
     strategy = strategy_for(recipe)
     ctx = Context.from_recipe(recipe, run.train_ds, run.val_ds, run.figures.get("base"))
-    model, report = prune(copy.deepcopy(run.base), ctx, out, strategy)
+    ctx.teacher = start
+    model, report = prune(copy.deepcopy(start), ctx, out, strategy)
     return model, report, strategy
 
 
 def stage_prune(run: Run, out: Path) -> dict[str, Any]:
     run.pruned, report, strategy = _prune(run, run.recipe, out)
+    run.prune_report = report
     run.paths["pruned_model"] = report["model"]
     run.figures.update(strategy.summary(report))
     # The strategy's full report (cycles, thresholds, per-layer widths) is this stage's report.
@@ -122,6 +180,79 @@ def stage_evaluate(run: Run, out: Path) -> dict[str, Any]:
     }
 
 
+def ship_candidates(run: Run) -> list[Candidate]:
+    """Every model of this run that could ship, with its held-out figures."""
+    out = [Candidate("base", run.paths["base_model"], **_fig(run.figures["base"]), pruned=False)]
+    if "specialised_model" in run.paths:
+        out.append(
+            Candidate(
+                "specialised",
+                run.paths["specialised_model"],
+                **_fig(run.figures["specialised"]),
+                pruned=False,
+            )
+        )
+    report = run.prune_report or {}
+    for c in report.get("cycles") or []:
+        if c.get("model") and c.get("recovered"):
+            out.append(
+                Candidate(
+                    f"prune cycle {c['cycle']}", c["model"], **_fig(c["recovered"]), pruned=True
+                )
+            )
+    if "pruned_model" in run.paths and "pruned" in run.figures:
+        if all(c.model != run.paths["pruned_model"] for c in out):
+            out.append(
+                Candidate(
+                    "pruned", run.paths["pruned_model"], **_fig(run.figures["pruned"]), pruned=True
+                )
+            )
+    return out
+
+
+def _fig(f: dict[str, Any]) -> dict[str, Any]:
+    return {"flops": int(f["flops"]), "ap50": float(f["AP50"]), "ap50_95": f.get("AP50_95")}
+
+
+def stage_ship(run: Run, out: Path) -> dict[str, Any]:
+    """Choose what the run hands over (`compress.ship.choose`) and copy it to `ship/model`."""
+    if "base" not in run.figures:
+        raise Skip("no evaluated base model (run the base stage with this one)")
+    if run.prune_report is None and (run.out / "prune" / "report.json").is_file():
+        run.prune_report = read_json(run.out / "prune" / "report.json")
+    max_drop = float((run.recipe.get("prune") or {}).get("max_ap_drop", 0.01))
+    candidates = ship_candidates(run)
+    choice = choose(candidates, run.figures["base"]["AP50"], max_drop)
+    folder = out / "model"
+    if folder.exists():
+        shutil.rmtree(folder)
+    shutil.copytree(choice.shipped.model, folder)
+    run.paths["shipped_model"] = str(folder)
+    base = run.figures["base"]
+    shipped = choice.shipped
+    run.figures["shipped"] = {
+        "name": shipped.name,
+        "pruned": shipped.pruned,
+        "flops": shipped.flops,
+        "AP50": shipped.ap50,
+        "AP50_95": shipped.ap50_95,
+        "holds": choice.holds,
+        "reason": choice.reason,
+    }
+    # The targets are the shipped model's: what the user gets, not what the prune reached.
+    run.figures["ratios"] = {
+        **(run.figures.get("ratios") or {}),
+        "flops_ratio": shipped.flops / base["flops"],
+        "AP50_delta": shipped.ap50 - base["AP50"],
+    }
+    (log.info if choice.holds else log.warning)("ship: %s", choice.reason)
+    return {
+        **choice.as_dict(),
+        "candidates": [asdict(c) for c in candidates],
+        "model_dir": str(folder),
+    }
+
+
 def stage_compare(run: Run, out: Path) -> dict[str, Any]:
     """The recovery methods side by side on the pruned model, same images seen by each.
 
@@ -146,7 +277,7 @@ def stage_compare(run: Run, out: Path) -> dict[str, Any]:
         run.val_ds,
         cfg,
         out,
-        teacher=run.base,
+        teacher=run.start if run.start is not None else run.base,
         methods=spec.get("methods"),
     )
     run.figures["recovery_comparison"] = {
@@ -181,8 +312,10 @@ Stage = Callable[[Run, Path], dict[str, Any]]
 
 STAGES: dict[str, Stage] = {
     "base": stage_base,
+    "specialise": stage_specialise,
     "prune": stage_prune,
     "evaluate": stage_evaluate,
+    "ship": stage_ship,
     "compare": stage_compare,
     "versus": stage_versus,
 }
@@ -237,7 +370,11 @@ def run_pipeline(
     if stages:  # a partial re-run updates the run's summary instead of replacing it
         summary = _merge_previous(out / "summary.json", summary)
     summary["figures"] = {**summary.get("figures", {}), **run.figures}
-    summary["final_model"] = run.paths.get("pruned_model") or summary.get("final_model")
+    summary["final_model"] = (
+        run.paths.get("shipped_model")
+        or run.paths.get("pruned_model")
+        or summary.get("final_model")
+    )
     summary["targets"] = report.targets(summary["figures"], run.recipe.get("targets"))
     write_json(out / "summary.json", summary)
     atomic_write_text(out / "summary.md", report.markdown(summary))

@@ -55,11 +55,16 @@ def markdown(s: dict[str, Any]) -> str:
         )
     fig = s.get("figures") or {}
     lines += ["", "| model | params | GFLOPs | AP50 | AP50:95 |", "|---|---|---|---|---|"]
-    for tag in ("base", "pruned"):
+    labels = {
+        "base": "original (unpruned)",
+        "specialised": "person-tuned (unpruned)",
+        "pruned": "pruned (prune stage's final)",
+    }
+    for tag, label in labels.items():
         f = fig.get(tag)
         if f:
             lines.append(
-                f"| {tag} | {f['params']:,} | {f['flops'] / 1e9:.3f} | {f.get('AP50', float('nan')):.4f} | {f.get('AP50_95', float('nan')):.4f} |"
+                f"| {label} | {f['params']:,} | {f['flops'] / 1e9:.3f} | {f.get('AP50', float('nan')):.4f} | {f.get('AP50_95', float('nan')):.4f} |"
             )
     if s.get("targets"):
         lines += ["", "| target | measured | met |", "|---|---|---|"]
@@ -138,9 +143,25 @@ def markdown(s: dict[str, Any]) -> str:
             f"| {r['method']} | {_num(r['AP50'])} | {_num(r['AP50_95'])} | {r['wall_s']:.0f} | {r['images_seen']} |"
             for r in rc["table"]
         ]
-    lines += ["", f"Final model: `{s.get('final_model')}`", ""]
+    lines += ["", f"Final model: `{s.get('final_model')}`"]
+    lines += shipped_lines(fig.get("shipped"), fig.get("base"))
+    lines.append("")
     return "\n".join(lines)
 
 
 def _num(x: float | None) -> str:
     return "-" if x is None else f"{x:.4f}"
+
+
+def shipped_lines(shipped: dict[str, Any] | None, base: dict[str, Any] | None) -> list[str]:
+    """The last lines of a summary: what ships, and loudly when no pruned model held up."""
+    if not shipped:
+        return []
+    ratio = shipped["flops"] / base["flops"] if base else float("nan")
+    head = (
+        f"Shipped: {shipped['name']} ({ratio:.3f}x FLOPs, AP50 {_num(shipped.get('AP50'))}, "
+        f"AP50:95 {_num(shipped.get('AP50_95'))})"
+    )
+    if shipped.get("holds"):
+        return ["", head, f"Why: {shipped['reason']}"]
+    return ["", head, f"**WARNING: no pruned model is shipped.** {shipped['reason']}"]

@@ -11,8 +11,8 @@ JETSON_IMAGE ?= $(IMAGE)-jetson:$(TAG)
 WORKSTATION_IMAGE ?= $(IMAGE)-workstation:$(TAG)
 JETSON ?=
 REGISTRY ?=
-# The pipeline's export stage writes <recipe>-pruned.onnx / -base.onnx; `make export` model.onnx.
-BUNDLE ?= $(firstword $(wildcard $(RUN)/export/*-pruned.onnx $(RUN)/export/model.onnx))
+# The pipeline's export stage writes <recipe>-shipped.onnx / -base.onnx; `make export` model.onnx.
+BUNDLE ?= $(firstword $(wildcard $(RUN)/export/*-shipped.onnx $(RUN)/export/*-pruned.onnx $(RUN)/export/model.onnx))
 BASELINE_BUNDLE ?= $(firstword $(wildcard $(RUN)/export/*-base.onnx))
 
 # What the Jetson image copies: the build context of a native build on the Nano, whose

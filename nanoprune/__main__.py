@@ -1,8 +1,8 @@
 """`python -m nanoprune --recipe R --profile P --out DIR`: what `make prune-yolo` runs.
 
-The compress pipeline's stages (`compress.pipeline.STAGES`: base, prune, evaluate, compare,
-versus) with two more between evaluate and compare, from the packages that own them:
-  export    ONNX bundles of the unpruned and the pruned model (`export.onnx_export`)
+The compress pipeline's stages (`compress.pipeline.STAGES`: base, specialise, prune, evaluate,
+ship, compare, versus) with two more between ship and compare, from the packages that own them:
+  export    ONNX bundles of the unpruned and the shipped model (`export.onnx_export`)
   bench     onnxruntime latency of both, interleaved (`benchmarks.latency.measure_models`)
 into one run folder with one `summary.json` / `summary.md`. It lives above the three packages
 so that compress never imports export or benchmarks; the flags are the pipeline's.
@@ -22,8 +22,11 @@ from export.onnx_export import export_bundle
 
 
 def stage_export(run: Run, out: Path) -> dict[str, Any]:
-    if "pruned_model" not in run.paths:
-        raise Skip("no pruned model to export")
+    """ONNX bundles of the unpruned model and of the model the run ships (`ship` stage;
+    the pruned model when that stage did not run)."""
+    shipped = run.paths.get("shipped_model") or run.paths.get("pruned_model")
+    if not shipped:
+        raise Skip("no shipped or pruned model to export")
     cfg = dict(run.recipe.get("export") or {})
     opts = {
         "opset": int(cfg.get("opset", 13)),
@@ -32,10 +35,14 @@ def stage_export(run: Run, out: Path) -> dict[str, Any]:
     }
     name = run.recipe["name"]
     reports = {}
-    for tag, folder in (("base", run.paths["base_model"]), ("pruned", run.paths["pruned_model"])):
-        path = out / f"{name}-{tag}.onnx"
+    # "pruned" is the key later readers (benchmarks run, deploy) take the final bundle from
+    for tag, file_tag, folder in (
+        ("base", "base", run.paths["base_model"]),
+        ("pruned", "shipped", shipped),
+    ):
+        path = out / f"{name}-{file_tag}.onnx"
         reports[tag] = export_bundle(
-            load_detector_dir(folder).eval(), path, f"{name}-{tag}", **opts
+            load_detector_dir(folder).eval(), path, f"{name}-{file_tag}", **opts
         )
         run.paths[f"{tag}_onnx"] = str(path)
     return {
@@ -55,7 +62,7 @@ def stage_bench(run: Run, out: Path) -> dict[str, Any]:
         threads=cfg.get("threads"),
         warmup=int(cfg.get("warmup", 10)),
         iterations=int(cfg.get("iterations", 100)),
-        names=["base", "pruned"],
+        names=["base", "shipped"],
     )
     write_json(out / "latency.json", result)
     run.figures["latency"] = latency_summary(result)
@@ -83,11 +90,11 @@ def latency_summary(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def stages() -> dict[str, Stage]:
-    """compress's stages with export and bench after evaluate."""
+    """compress's stages with export and bench after ship."""
     out: dict[str, Stage] = {}
     for name, fn in STAGES.items():
         out[name] = fn
-        if name == "evaluate":
+        if name == "ship":
             out.update({"export": stage_export, "bench": stage_bench})
     return out
 

@@ -27,10 +27,20 @@ def test_tiny_person_smoke_pipeline(assets, tmp_path):
     )
     summary = read_json(out / "summary.json")
     stages = summary["stages"]
-    assert list(stages) == ["base", "prune", "evaluate", "export", "bench", "compare", "versus"]
+    assert list(stages) == [
+        "base",
+        "specialise",
+        "prune",
+        "evaluate",
+        "ship",
+        "export",
+        "bench",
+        "compare",
+        "versus",
+    ]
     failed = {k: v["error"] for k, v in stages.items() if v["status"] == "failed"}
     assert rc == 0 and not failed, failed
-    for name in ("base", "prune", "evaluate"):
+    for name in ("base", "specialise", "prune", "evaluate", "ship"):
         assert stages[name]["status"] == "done"
     for (
         name,
@@ -45,7 +55,17 @@ def test_tiny_person_smoke_pipeline(assets, tmp_path):
         fig["pruned"]["flops"] < fig["base"]["flops"]
         and fig["pruned"]["params"] < fig["base"]["params"]
     )
-    assert summary["final_model"].endswith("prune/model")
+    # The run hands over one model: the smallest that holds AP50, else the best unpruned one,
+    # and the summary's last lines say which and why.
+    shipped = read_json(out / "ship" / "report.json")
+    names = {c["name"] for c in shipped["candidates"]}
+    assert {"base", "specialised", "prune cycle 1"} <= names
+    assert summary["final_model"].endswith("ship/model")
+    assert (out / "ship" / "model" / "model.json").is_file()
+    assert fig["shipped"]["name"] in names and fig["specialised"]["AP50"] >= 0
+    last = (out / "summary.md").read_text().strip().splitlines()[-2:]
+    assert last[0].startswith("Shipped: " + fig["shipped"]["name"])
+    assert ("Why:" in last[1]) == fig["shipped"]["holds"]
     assert (out / "prune" / "model" / "model.cfg").read_text().count("[convolutional]") == 13
     # report.json: thresholds and how they were found, per-layer widths, AP and FLOPs per step
     report = read_json(out / "prune" / "report.json")

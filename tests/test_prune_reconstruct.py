@@ -119,3 +119,24 @@ def test_acp_finds_groups_on_a_frozen_model_and_leaves_it_frozen(assets):
     model.requires_grad_(False)
     assert len(find_units(model)) == 11
     assert not any(p.requires_grad for p in model.parameters())
+
+
+def test_sampled_patches_equal_unfold_columns():
+    """The refit reads the conv's input patches at sampled positions only; they must be the
+    very columns F.unfold would give, for strides, padding and dilation alike."""
+    from torch.nn import functional as F
+
+    from compress.prune.reconstruct import patches
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 11, 9)
+    for conv in (
+        torch.nn.Conv2d(3, 4, 3, padding=1),
+        torch.nn.Conv2d(3, 4, 3, stride=2, padding=1),
+        torch.nn.Conv2d(3, 4, 1),
+        torch.nn.Conv2d(3, 4, 3, padding=2, dilation=2),
+    ):
+        out = conv(x)
+        pick = torch.randperm(out.shape[2] * out.shape[3])[:7]
+        full = F.unfold(x, conv.kernel_size, conv.dilation, conv.padding, conv.stride)
+        assert torch.equal(patches(x, conv, pick, out.shape[3]), full[:, :, pick])

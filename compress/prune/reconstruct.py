@@ -78,6 +78,25 @@ def _positions(n: int, k: int, gen: torch.Generator) -> torch.Tensor:
     return torch.arange(n) if n <= k else torch.randperm(n, generator=gen)[:k]
 
 
+def patches(x: torch.Tensor, conv: nn.Conv2d, pick: torch.Tensor, out_w: int) -> torch.Tensor:
+    """`F.unfold(x, ...)[:, :, pick]` for `conv`'s geometry, built from the picked output
+    positions only: unfolding whole 208x208 maps to keep a few hundred columns of them cost
+    most of the refit's time and memory. `out_w`: width of the conv's output map."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+    )
+    oy, ox = pick // out_w, pick % out_w
+    padded = F.pad(x, (pw, pw, ph, ph))
+    taps = [
+        padded[:, :, oy * sh + i * dh, ox * sw + j * dw] for i in range(kh) for j in range(kw)
+    ]  # each [B, Cin, P]
+    # unfold's row order is channel-major, then kernel row, then kernel column
+    return torch.stack(taps, 2).reshape(x.shape[0], -1, len(pick))
+
+
 @dataclass
 class Target:
     """One conv to refit: the unpruned conv (and the BN after it, if any), its pruned copy, and
@@ -170,12 +189,10 @@ def _refit(
         if conv.bias is not None:
             y = y - conv.bias[out].view(1, -1, 1, 1)  # fit what the weights must produce
         x = _capture(pruned, nconv, images, "input")
-        cols = F.unfold(
-            x, nconv.kernel_size, nconv.dilation, nconv.padding, nconv.stride
-        )  # [B, Cin*k*k, L]
+        pick = _positions(y.shape[2] * y.shape[3], positions, gen).to(dev)
+        cols = patches(x, nconv, pick, y.shape[3])  # [B, Cin*k*k, P]
         y = y.flatten(2)  # [B, Cout, L]
-        pick = _positions(cols.shape[2], positions, gen).to(dev)
-        xs = cols[:, :, pick].permute(0, 2, 1).reshape(-1, cols.shape[1]).double()
+        xs = cols.permute(0, 2, 1).reshape(-1, cols.shape[1]).double()
         if free:
             xs = torch.cat([xs, torch.ones(len(xs), 1, dtype=xs.dtype, device=dev)], 1)
         ys = y[:, :, pick].permute(0, 2, 1).reshape(-1, len(t.out_idx)).double()

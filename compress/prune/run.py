@@ -85,6 +85,9 @@ class Context:
     val_ds: Any = None
     refit: dict[str, Any] | None = None  # least-squares refit settings; None: off
     baseline: dict[str, Any] | None = None  # the unpruned model's figures, when already known
+    # Every recovery's teacher when set (the person-tuned unpruned model in the pipeline);
+    # otherwise each round distils from the model it cut.
+    teacher: nn.Module | None = None
 
     @classmethod
     def from_recipe(
@@ -231,7 +234,7 @@ def recover_step(
     pruned: nn.Module, rec: dict[str, Any], choice: Choice, ctx: Context, out_dir: Path
 ) -> nn.Module:
     """Recover (or keep) a cut model; its record gains recover / recovered / recover_kept."""
-    teacher = choice.teacher if choice.teacher is not None else choice.source
+    teacher = next(t for t in (ctx.teacher, choice.teacher, choice.source) if t is not None)
     model, rec["recover"], rec["recovered"], kept = recover_or_keep(
         pruned, rec["pruned"], ctx, out_dir, teacher
     )
