@@ -24,9 +24,9 @@ from export.onnx_export import export_bundle
 def stage_export(run: Run, out: Path) -> dict[str, Any]:
     """ONNX bundles of the unpruned model and of the model the run ships (`ship` stage;
     the pruned model when that stage did not run)."""
+    if "base_model" not in run.paths:
+        raise Skip("no base model (run the base stage with this one)")
     shipped = run.paths.get("shipped_model") or run.paths.get("pruned_model")
-    if not shipped:
-        raise Skip("no shipped or pruned model to export")
     cfg = dict(run.recipe.get("export") or {})
     opts = {
         "opset": int(cfg.get("opset", 13)),
@@ -36,10 +36,11 @@ def stage_export(run: Run, out: Path) -> dict[str, Any]:
     name = run.recipe["name"]
     reports = {}
     # "pruned" is the key later readers (benchmarks run, deploy) take the final bundle from
-    for tag, file_tag, folder in (
-        ("base", "base", run.paths["base_model"]),
-        ("pruned", "shipped", shipped),
-    ):
+    # `--stages base,export` on a fresh folder exports the unpruned model alone
+    todo = [("base", "base", run.paths["base_model"])]
+    if shipped:
+        todo.append(("pruned", "shipped", shipped))
+    for tag, file_tag, folder in todo:
         path = out / f"{name}-{file_tag}.onnx"
         reports[tag] = export_bundle(
             load_detector_dir(folder).eval(), path, f"{name}-{file_tag}", **opts

@@ -190,3 +190,18 @@ def test_compress_imports_neither_export_nor_benchmarks():
                 if n.split(".")[0] in ("export", "benchmarks")
             ]
     assert not wrong, wrong
+
+
+def test_base_and_export_alone_export_the_unpruned_model(assets, tmp_path):
+    """`--stages base,export` on a fresh folder: the unpruned model's bundle, named after the
+    recipe (the name the web page shows), and no pruned one."""
+    need(
+        assets, "darknet/yolov3-tiny.cfg", "darknet/yolov3-tiny.weights", "coco128/labels/train2017"
+    )
+    out = tmp_path / "run"
+    args = ["--recipe", "configs/yolov3-tiny-person.yaml", "--profile", "smoke", "--out", str(out)]
+    assert run([*args, "--stages", "base,export"]) == 0
+    report = read_json(out / "export" / "report.json")
+    assert set(report["bundles"]) == {"base"}
+    assert (out / "export" / "yolov3-tiny-person-base.onnx").is_file()
+    assert report["reports"]["base"]["name"] == "yolov3-tiny-person-base"
