@@ -206,3 +206,14 @@ def test_the_rule_reproduces_the_shared_split(assets):
     }
     assert [len(split["val"]), len(split["train"])] == [1000, 1120]
     assert status(KNOWN_ASSETS[NAME], assets) == ("present", "val 1000 images, train 1120 images")
+
+
+def test_build_reports_images_and_person_boxes_per_split(tmp_path):
+    root = tmp_path / "assets"
+    registry = _registry(tmp_path)
+    for name in ("coco2017-labels", "coco2017-val"):
+        fetch(name, root, progress=False, registry=registry)
+    counts = coco_person.build(root, tmp_path / "out", SMALL)
+    for split, stems in SMALL.split(PERSONS).items():
+        boxes = sum(line.startswith("0 ") for s in stems for line in LABELS[s].splitlines())
+        assert counts[split] == (len(stems), boxes)
