@@ -21,9 +21,11 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from compress import coco_person
 from compress.io import atomic_write_text, sha256_file
 from compress.paths import ENV_VAR, assets_root
 from edge_runtime.files import publish
@@ -46,9 +48,9 @@ class Asset:
     url: str
     sha256: str | None = None  # of the download (the archive for zips); None: record on first fetch
     also_ok: tuple[str, ...] = ()  # other digests of the same content (see module docstring)
-    kind: str = (
-        "file"  # "file" | "zip" (extract all into the root) | "zip-member" (one member -> relpath)
-    )
+    # "file" | "zip" (extract all into the root) | "zip-member" (one member -> relpath) |
+    # "build" (made under the root from other assets, `needs`, by `build`)
+    kind: str = "file"
     member: str | None = None
     member_sha256: str | None = None  # zip-member: digest of the extracted file
     check: tuple[str, ...] = field(default_factory=tuple)  # for zips: files that show it is present
@@ -59,6 +61,12 @@ class Asset:
     into: str = ""
     inner: str = ""
     large: bool = False  # left out of `assets fetch --all` (a full profile's recipe fetches it)
+    # kind "build": the assets it is made from (fetched first, reused when present), the
+    # function that writes it into a staging folder, build(root, out), and the one that
+    # describes a present copy for `assets list`, describe(path)
+    needs: tuple[str, ...] = ()
+    build: Callable[[Path, Path], object] | None = None
+    describe: Callable[[Path], str] | None = None
 
 
 def _coco_images(split: str, size: str) -> Asset:
@@ -172,6 +180,25 @@ KNOWN_ASSETS: dict[str, Asset] = {
         ),
         _coco_images("val2017", "5k, 0.8 GB"),
         _coco_images("train2017", "118k, 18 GB"),
+        # The quick profiles' person data, made from the two val2017 downloads above
+        # (compress/coco_person.py says which images and how they are split).
+        Asset(
+            "coco-person-val2017",
+            "coco-person-val2017",
+            "",
+            kind="build",
+            needs=("coco2017-labels", "coco2017-val"),
+            build=coco_person.build,
+            describe=coco_person.describe,
+            check=tuple(
+                f"coco-person-val2017/{part}/{split}"
+                for part in ("images", "labels")
+                for split in coco_person.SPLITS
+            ),
+            note="COCO val2017 images with a person: 1,000 val / 1,120 train, built from "
+            "coco2017-labels (46 MB) and coco2017-val (0.8 GB)",
+            large=True,
+        ),
         Asset(
             "pedestrian-ssdlite.pb",
             "tf/pedestrian_ssdlite_frozen_inference_graph.pb",
@@ -215,6 +242,11 @@ def require(relpath: str | os.PathLike, root: str | os.PathLike | None = None) -
     where = f"{path} (assets root {base}, set by {ENV_VAR})"
     if asset is None:
         raise AssetError(f"missing asset {relpath}: expected at {where}")
+    if asset.kind == "build":
+        raise AssetError(
+            f"missing asset {relpath}: run `{fetch_command(asset)}` (it builds {where} "
+            f"from {', '.join(asset.needs)})"
+        )
     raise AssetError(
         f"missing asset {relpath}: run `{fetch_command(asset)}` or download {asset.url} to {where}"
     )
@@ -243,10 +275,12 @@ def _record(root: Path, name: str, digest: str) -> None:
 def status(asset: Asset, root: str | os.PathLike | None = None) -> tuple[str, str]:
     """(state, detail): state is verified | recorded | present | mismatch | missing."""
     base = _root(root)
-    if asset.kind == "zip":
+    if asset.kind in ("zip", "build"):
         missing = [c for c in asset.check if not (base / c).exists()]
         if missing:
             return "missing", f"no {base / missing[0]}"
+        if asset.kind == "build":
+            return "present", asset.describe(base / asset.relpath) if asset.describe else ""
         recorded = _records(base).get(asset.name)
         return (
             ("recorded", f"archive sha256 {recorded[:12]}... at fetch")
@@ -343,6 +377,11 @@ def fetch(
     state, _ = status(asset, base)
     if state in ("verified", "recorded", "present") and not force:
         return target
+    if asset.kind == "build":
+        for need in asset.needs:
+            fetch(need, base, progress=progress, registry=registry)
+        _build(asset, base)
+        return target
     if asset.kind == "file":
         tmp = _download(asset, target.parent, target, progress)
         digest = _verify(asset, tmp, base)
@@ -369,6 +408,26 @@ def fetch(
             f"{asset.name}: {asset.member} in {asset.url} is not the expected file (sha256); nothing was kept"
         )
     return target
+
+
+def _build(asset: Asset, base: Path) -> None:
+    """asset.build into a staging folder beside the target, then merged into place: an
+    interrupted build leaves no half dataset, and a rebuild deletes nothing already there."""
+    base.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{asset.name}.", dir=base))
+    out = staging / "out"  # mkdtemp's folder is owner-only; this one gets the usual mode
+    try:
+        out.mkdir()
+        try:
+            asset.build(base, out)
+        except (OSError, ValueError) as exc:
+            raise AssetError(f"{asset.name}: cannot build it: {exc}; nothing was changed") from None
+        _merge(out, base / asset.relpath)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    absent = [c for c in asset.check if not (base / c).exists()]
+    if absent:
+        raise AssetError(f"{asset.name}: the build did not make {base / absent[0]}")
 
 
 def _extract(asset: Asset, archive: Path, base: Path) -> None:

@@ -32,7 +32,9 @@ def get_args_parser() -> argparse.ArgumentParser:
         "names", nargs="*", metavar="NAME", help=f"one or more of: {', '.join(KNOWN_ASSETS)}"
     )
     f.add_argument(
-        "--all", action="store_true", help="every known asset but the COCO 2017 dataset (19 GB)"
+        "--all",
+        action="store_true",
+        help="every known asset but the COCO 2017 dataset (19 GB) and the person data built from it",
     )
     f.add_argument("--recipe", help="the assets this recipe reads (model files, dataset, images)")
     f.add_argument("--profile", help="with --recipe: its profile")

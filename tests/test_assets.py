@@ -176,7 +176,7 @@ def test_fetch_for_a_recipe_names_what_the_recipe_reads():
     from compress.assets_cli import recipe_assets
 
     names = set(recipe_assets("configs/yolov3-tiny-person.yaml", "quick"))
-    assert {"yolov3-tiny.cfg", "yolov3-tiny.weights", "coco.names", "coco128"} <= names
+    assert {"yolov3-tiny.cfg", "yolov3-tiny.weights", "coco.names", "coco-person-val2017"} <= names
     assert "yolov3.weights" not in names and "person.jpg" in names  # parity images
     assert "yolov3.weights" in recipe_assets("configs/yolov3-person.yaml")
     assert "pedestrian-ssdlite.pb" in recipe_assets("configs/ssdlite-pedestrian-tf.yaml")
@@ -227,6 +227,7 @@ def test_fetch_all_leaves_out_the_coco_dataset(tmp_path, capsys, monkeypatch):
     args = assets_cli.get_args_parser().parse_args(["fetch", "--all", "--quiet"])
     assets_cli.fetch_assets(args, tmp_path)
     assert "coco128" in fetched and not [n for n in fetched if n.startswith("coco2017")]
+    assert "coco-person-val2017" not in fetched  # built from the 0.8 GB val2017 images
 
 
 def test_fetch_takes_an_asset_path_as_well_as_its_name(tmp_path, monkeypatch):
