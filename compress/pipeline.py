@@ -218,8 +218,12 @@ def stage_ship(run: Run, out: Path) -> dict[str, Any]:
     """Choose what the run hands over (`compress.ship.choose`) and copy it to `ship/model`."""
     if "base" not in run.figures:
         raise Skip("no evaluated base model (run the base stage with this one)")
-    if run.prune_report is None and (run.out / "prune" / "report.json").is_file():
-        run.prune_report = read_json(run.out / "prune" / "report.json")
+    if run.prune_report is None:
+        done, partial = run.out / "prune" / "report.json", run.out / "prune" / "rounds.json"
+        if done.is_file():
+            run.prune_report = read_json(done)
+        elif partial.is_file():  # a prune stopped mid-way: its finished cycles can still ship
+            run.prune_report = {"cycles": read_json(partial)["rounds"]}
     max_drop = float((run.recipe.get("prune") or {}).get("max_ap_drop", 0.01))
     candidates = ship_candidates(run)
     choice = choose(candidates, run.figures["base"]["AP50"], max_drop)

@@ -61,6 +61,8 @@ def test_tiny_person_smoke_pipeline(assets, tmp_path):
     names = {c["name"] for c in shipped["candidates"]}
     assert {"base", "specialised", "prune cycle 1"} <= names
     assert summary["final_model"].endswith("ship/model")
+    # every finished cycle is on disk as soon as it ends, not only with the stage's report
+    assert read_json(out / "prune" / "rounds.json")["rounds"][0]["cycle"] == 1
     assert (out / "ship" / "model" / "model.json").is_file()
     assert fig["shipped"]["name"] in names and fig["specialised"]["AP50"] >= 0
     last = (out / "summary.md").read_text().strip().splitlines()[-2:]

@@ -276,6 +276,9 @@ def prune_rounds(
         if rdir != out_dir:
             rec["model"] = str(save_detector(pruned, rdir / "model"))
         rounds.append(rec)
+        # What the rounds so far measured, on disk before the next one starts: a run stopped
+        # mid-way (Ctrl-C, a crash, a time limit) keeps every finished round's figures.
+        write_json(out_dir / "rounds.json", {"baseline": baseline, "rounds": rounds})
         why, keep = strategy.stop(k, rec, baseline)
         if keep:
             current = pruned
