@@ -51,6 +51,15 @@ def _array(values: Sequence[float | None]) -> np.ndarray:
     return np.array([-np.inf if v is None else v for v in values], dtype=np.float64)
 
 
+def _whole(evaluations: int, batch: int, name: str, what: str) -> int:
+    if int(evaluations) < batch:
+        raise ValueError(
+            f"{name}: {evaluations} evaluations do not hold one generation of {batch}; "
+            f"lower {name}.{what} or raise evaluations"
+        )
+    return int(evaluations) // batch
+
+
 class Optimizer:
     """Base: bounds, the budget projection, the generation counter and the best so far."""
 
@@ -77,7 +86,7 @@ class Optimizer:
         """Whole generations that fit in `evaluations` lookups (None: the optimiser's own)."""
         if evaluations is None:
             return int(self.cfg["generations"])
-        return max(1, int(evaluations) // int(self.cfg["population"]))
+        return _whole(evaluations, int(self.cfg["population"]), self.name, "population")
 
     def proposals(self) -> int:
         """Lookups of the whole run (what a progress bar counts to)."""
@@ -148,7 +157,7 @@ class SwarmOptimizer(Optimizer):
     def generations(self, evaluations: int | None) -> int:
         if evaluations is None:
             return int(self.cfg["cycles"])
-        return max(1, int(evaluations) // int(self.cfg["particles"]))
+        return _whole(evaluations, int(self.cfg["particles"]), self.name, "particles")
 
     def proposals(self) -> int:
         return self.total * int(self.cfg["particles"])
@@ -219,7 +228,10 @@ class GeneticOptimizer(Optimizer):
     def __init__(self, lower, upper, cfg, project, evaluations=None) -> None:
         pop, elite = int(cfg["population"]), int(cfg["elite"])
         if pop < 2 or not 0 <= elite < pop:
-            raise ValueError(f"ga: population {pop} >= 2 and 0 <= elite {elite} < population")
+            raise ValueError(
+                f"ga: needs population >= 2 and 0 <= elite < population "
+                f"(got population {pop}, elite {elite})"
+            )
         if cfg["crossover"] not in CROSSOVERS:
             raise ValueError(f"ga.crossover {cfg['crossover']!r}; known: {', '.join(CROSSOVERS)}")
         if int(cfg["tournament"]) < 1:
@@ -230,7 +242,8 @@ class GeneticOptimizer(Optimizer):
         if evaluations is None:
             return int(self.cfg["generations"])
         pop, children = int(self.cfg["population"]), self._children()
-        return 1 + max(0, (int(evaluations) - pop) // children)
+        _whole(evaluations, pop, self.name, "population")
+        return 1 + (int(evaluations) - pop) // children
 
     def _children(self) -> int:
         return int(self.cfg["population"]) - int(self.cfg["elite"])

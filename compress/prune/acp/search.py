@@ -16,9 +16,10 @@ Search space: one keep ratio per unit (prunable channel group), bounded below by
 rounded to `round_to` (8: what TensorRT's kernels and the Nano's tensor layout reward), never
 under `min_channels` (or the full width when that is smaller). Candidates are cached by their
 rounded widths, so particles that land on one structure are evaluated once.
+The chosen structure is the fittest within the budget (the fittest of all when none is).
 
 The swarm starts around two points: the clustered structure (clusters + noise per unit) and
-that structure shrunk uniformly until it meets the FLOPs budget (bisection on a common scale),
+that structure scaled uniformly until it meets the FLOPs budget (`to_budget`: a common scale),
 because the clustered start alone is usually far above any useful budget.
 
 The state (optimiser, cache, history, log, counters) is written atomically after every cycle to
@@ -212,7 +213,10 @@ def prepare(detector: nn.Module, train_ds: Any, val_ds: Any, cfg: dict[str, Any]
     if cfg["inherit"] == "correlation":
         data = [x for x, _ in batches(first_images(train_view, ccfg["images"]), ccfg["batch_size"])]
         scores = correlation_scores(detector, units, data)
-        log.info("ACP: channels ranked by correlation independence on %d images", len(data))
+        log.info(
+            "search: channels ranked by correlation independence on %d images",
+            sum(len(x) for x in data),
+        )
     labelled_train = batches(
         first_images(train_view, fcfg["bn_batches"] * fcfg["batch_size"]), fcfg["batch_size"]
     )
@@ -388,25 +392,6 @@ class Search:
                 low, low_f = r, f
         return best if best is not None else low
 
-    def budget_start(self, ratios: np.ndarray) -> np.ndarray:
-        """`ratios` times one common factor s chosen so the FLOPs meet the target. FLOPs grow
-        about as s^2 (both sides of most convs shrink), so s is corrected by sqrt(target / f)
-        a few times (each step costs one pruned copy, so no long bisection)."""
-        target = float(self.cfg["fitness"]["target"])
-        lower, upper = self.lower, self.upper
-
-        def flops(s: float) -> float:
-            widths = widths_of_ratios(np.clip(ratios * s, lower, upper), self.prep.units, self.cfg)
-            return self.flops_ratio(widths)
-
-        scale, f = 1.0, flops(1.0)
-        for _ in range(4):
-            if target * 0.97 <= f <= target:
-                break
-            scale = min(1.0, scale * math.sqrt(target / f) * (0.98 if f > target else 1.0))
-            f = flops(scale)
-        return np.clip(ratios * scale, lower, upper)
-
     # ---- state ----------------------------------------------------------------------------
     def fingerprint(self) -> str:
         what = {
@@ -460,8 +445,8 @@ class Search:
         else:
             cluster_ratios = np.ones(len(units))
         cluster_ratios = np.clip(cluster_ratios, self.lower, self.upper)
-        budget_ratios = self.budget_start(cluster_ratios)
-        log.info("search (%s): starts from the clustered and budget structures", self.opt.name)
+        budget_ratios = self.to_budget(cluster_ratios)
+        log.info("search (%s): %d lookups planned", self.opt.name, self.opt.proposals())
         self.opt.start({"cluster": cluster_ratios, "budget": budget_ratios})
         self.start = {
             "cluster_widths": widths_of_ratios(cluster_ratios, units, self.cfg),
@@ -507,9 +492,18 @@ class Search:
         bar.close()
         return self.result()
 
+    def feasible(self, record: dict[str, Any]) -> bool:
+        return record["cost_ratio"] <= float(self.cfg["fitness"]["target"]) * (1 + 1e-9)
+
     def note(self, record: dict[str, Any], generation: int) -> None:
-        """One row of the fitness-vs-evaluations log."""
-        best = max(record["fitness"], self.log[-1]["best"] if self.log else -math.inf)
+        """One row of the fitness-vs-evaluations log; `best`: what `best()` would choose now."""
+        best = record["fitness"]
+        if self.log:
+            last, ok = self.log[-1], self.log[-1]["feasible_seen"]
+            if ok and not self.feasible(record):
+                best = last["best"]
+            elif ok == self.feasible(record):
+                best = max(best, last["best"])
         self.log.append(
             {
                 "evaluation": len(self.log) + 1,
@@ -519,19 +513,24 @@ class Search:
                 "accuracy": record["accuracy"],
                 "cost_ratio": record["cost_ratio"],
                 "best": best,
+                "feasible_seen": self.feasible(record)
+                or bool(self.log and self.log[-1]["feasible_seen"]),
             }
         )
 
     def write_log(self) -> None:
         buf = io.StringIO()
         fields = ["evaluation", "unique", "generation", "fitness", "accuracy", "cost_ratio", "best"]
-        writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+        writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
         writer.writeheader()
         writer.writerows(self.log)
         atomic_write_bytes(self.out_dir / LOG_FILE, buf.getvalue().encode())
 
     def best(self) -> dict[str, Any]:
-        return max(self.cache.values(), key=lambda r: r["fitness"])
+        """The fittest structure within the budget (the fittest of all when none is): the
+        penalty alone would let a slightly-over structure win on accuracy."""
+        within = [r for r in self.cache.values() if self.feasible(r)]
+        return max(within or self.cache.values(), key=lambda r: r["fitness"])
 
     def result(self) -> dict[str, Any]:
         lookups = self.evaluated + self.hits

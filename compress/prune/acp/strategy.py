@@ -129,6 +129,7 @@ class SearchStrategy(Strategy):
         t0 = time.time()
         search, report = run_search(model, ctx.train_ds, ctx.val_ds, self.cfg, out_dir)
         report["search_seconds"] = round(time.time() - t0, 1)
+        report["inherit"] = self.cfg["inherit"]
         widths = report["best"]["widths"]
         if ctx.refit is None:
             # without a refit, the structure is judged as the swarm judged it: inherited
@@ -136,7 +137,6 @@ class SearchStrategy(Strategy):
             report["reconstruct"] = "off"
             return Choice(model, lambda: search.build(widths), None, report)
         clusters = search.prep.clusters if self.cfg["inherit"] == "cluster" else None
-        report["inherit"] = self.cfg["inherit"]
         removed: dict[str, list[int]] = {}
 
         def compact() -> nn.Module:
