@@ -187,3 +187,17 @@ def test_search_compare_on_the_smoke_recipe_writes_table_and_plot(assets, tmp_pa
     text = (tmp_path / "search_compare.md").read_text()
     assert "| ga | correlation |" in text and "random search's final AP50" in text
     assert (tmp_path / "search_compare.png").stat().st_size > 1000
+
+
+def test_ga_searches_ssdlite_within_the_budget(tmp_path):
+    from compress.models import ssd
+
+    torch.manual_seed(0)
+    model = ssd.build("ssdlite320_mobilenet_v3_large", ["person"], 128).eval()
+    cfg = settings("ga", evaluations=6, ga={"population": 3, "elite": 1})
+    prep = prepare(model, ToyImages(8, 128, 0), ToyImages(4, 128, 1), cfg)
+    result = Search(model, prep, cfg, tmp_path).run()
+    assert len(prep.units) > 30 and result["best"]["cost_ratio"] <= 0.5
+    assert len(result["log"]) == 3 + 2  # whole generations within 6: 3, then 2 children
+    widths = result["best"]["widths"]
+    assert any(w < u.width for w, u in zip(widths, prep.units))
