@@ -19,7 +19,7 @@ import argparse
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from compress.prune.run import Context
 
 
-# flag -> (the optimisers it belongs to, its section, its key)
+# flag (argparse dest) -> (the optimisers it belongs to, its key in their section)
 OWN_FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
     "particles": (("pso",), "particles"),
     "swarm_cycles": (("pso",), "cycles"),
@@ -44,7 +44,7 @@ class SearchStrategy(Strategy):
     """A structure search with optimiser `optimizer` (search.py's loop, optimizers.py)."""
 
     optimizer: str = "pso"
-    defaults: dict[str, Any] = {}  # over search.ACP_DEFAULTS
+    defaults: ClassVar[dict[str, Any]] = {}  # over search.ACP_DEFAULTS
 
     def __init__(self, recipe: dict[str, Any]) -> None:
         super().__init__(recipe)
