@@ -20,13 +20,17 @@ VERBS: dict[str, tuple[str, str]] = {
     "train": ("compress.train.cli", "train or fine-tune a detector from a recipe"),
     "prune": (
         "compress.prune.cli",
-        "prune with a strategy: slimming (sparsity + learned threshold), acp (swarm search)",
+        "prune with a strategy: slimming (sparsity + learned threshold), acp/pso, ga, random",
     ),
     "criteria": (
         "compress.prune.criteria_cli",
         "every channel criterion and layer allocator at equal FLOPs: AP table and plot",
     ),
     "search": ("compress.prune.cli", "the same as `prune --method acp`"),
+    "search-compare": (
+        "compress.prune.search_compare",
+        "the structure searches (pso, ga, random) at one evaluation budget: table and plot",
+    ),
     "recover": (
         "compress.recover.cli",
         "recover a pruned model: fine-tune, grafting, distillation",

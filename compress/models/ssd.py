@@ -36,6 +36,7 @@ from torchvision.ops import FrozenBatchNorm2d, box_iou
 
 from compress.io import atomic_torch_save, read_json, write_json
 from compress.models.base import Detector
+from compress.train.distributed import global_count
 
 SPEC_FILE = "ssd_spec.json"
 STATE_FILE = "model.pt"
@@ -295,6 +296,9 @@ class SSDDetector(Detector):
         _, idx = negative_loss.sort(1, descending=True)
         background = idx.sort(1)[1] < num_negative
         n = max(1, num_fg)
+        reduced = global_count(torch.tensor([float(num_fg)], device=reg.device))
+        if reduced is not None:  # DDP: over the global batch's matches, as one process does
+            n = max(1.0, float(reduced[0])) / reduced[1]
         box_term = torch.stack(bbox_loss).sum() / n
         cls_term = (cls_loss[foreground].sum() + cls_loss[background].sum()) / n
         total = box_term + cls_term

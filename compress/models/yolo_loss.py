@@ -14,6 +14,10 @@ Terms, all on the raw head outputs:
   weighted by head stride (4.0 / 1.0 / 0.4 for strides 8 / 16 / 32, as YOLOv5 found best).
 - classes: BCE against one-hot labels at the matches (sigmoid per class, like Darknet v3).
 Total = (box_gain * box + obj_gain * obj + cls_gain * cls) * batch size.
+
+Under DDP the box and class means are over the global batch's matches per head (summed over
+ranks, `compress.train.distributed.global_count`), so that N processes train the one-process
+objective; the trainer scales the per-image sum by N.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import generalized_box_iou_loss
+
+from compress.train.distributed import global_count
 
 # head stride -> objectness weight (YOLOv5's balance); other strides weigh 1.0
 STRIDE_BALANCE = {8: 4.0, 16: 1.0, 32: 0.4}
@@ -70,6 +76,7 @@ class YOLOLoss(nn.Module):
         head_of, anchor_of = self._match(gt_box)
         padded = _pad_boxes(targets, batch, device)  # [B, Gmax, 4] for the ignore test
         zero = raw[0].sum() * 0.0
+        share = self._rank_share(head_of, device)
         lbox, lobj, lcls = zero, zero, zero
         for h, (layer, out) in enumerate(zip(self.layers, raw)):
             p = layer.split(
@@ -91,9 +98,12 @@ class YOLOLoss(nn.Module):
                 gj = (cy / sy).long().clamp(0, ny - 1)
                 pm = p[b, a, gj, gi]  # [M, 5 + C] matched predictions
                 pred = _boxes(pm, layer, (gi, gj), a)
-                lbox = lbox + generalized_box_iou_loss(pred, box, reduction="mean")
+                box_h = generalized_box_iou_loss(pred, box, reduction="mean")
                 onehot = F.one_hot(cls, layer.num_classes).to(pm.dtype)
-                lcls = lcls + F.binary_cross_entropy_with_logits(pm[:, 5:], onehot)
+                cls_h = F.binary_cross_entropy_with_logits(pm[:, 5:], onehot)
+                if share is not None:  # this rank's mean -> its part of the global mean
+                    box_h, cls_h = box_h * share[h], cls_h * share[h]
+                lbox, lcls = lbox + box_h, lcls + cls_h
                 obj_target[b, a, gj, gi] = 1.0
                 obj_weight[b, a, gj, gi] = 1.0
             balance = STRIDE_BALANCE.get(round(sx), 1.0)
@@ -107,6 +117,20 @@ class YOLOLoss(nn.Module):
             "cls": float(lcls.detach()),
             "matches": int(gt_box.shape[0]),
         }
+
+    def _rank_share(self, head_of: torch.Tensor, device: torch.device) -> torch.Tensor | None:
+        """Per head: world size x this rank's matches / all ranks' matches, under DDP; else None.
+
+        A rank's mean over its M_r matches times N * M_r / M is its share of the global mean
+        scaled like a per-image sum, which the trainer's x N makes whole. Outside DDP nothing
+        is multiplied, so the one-process loss stays bit-identical.
+        """
+        counts = torch.bincount(head_of, minlength=len(self.layers)).to(device, torch.float32)
+        reduced = global_count(counts)
+        if reduced is None:
+            return None
+        total, world = reduced
+        return counts * world / total.clamp(min=1.0)
 
     def _match(self, gt_box: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(head index, anchor index) of the best-fitting anchor for each ground truth."""

@@ -4,6 +4,8 @@
     python -m compress prune --recipe R --model runs/x/base/model --threshold otsu --cycles 1
     python -m compress prune --method acp --recipe configs/ssdlite-person.yaml --out runs/s \
         --particles 10 --swarm-cycles 10 --target 0.5 --proxy ap50
+    python -m compress prune --method ga --recipe configs/yolov3-tiny-person.yaml --out runs/g \
+        --evaluations 60 --target 0.5      (also --method pso | random: the same budget)
 
 Writes `OUT/model/` (a loadable model folder), `OUT/report.json` and the plots (ACP also its
 resumable `OUT/acp_state.json`: the same command again goes on from there). `--method` picks
@@ -41,9 +43,21 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         help="prune strategy (default: the recipe's prune.method)",
     )
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
-    for name, strategy in STRATEGIES.items():
-        strategy.add_arguments(p.add_argument_group(f"--method {name}", strategy.help))
+    for names, strategy in flag_groups().items():
+        strategy.add_arguments(p.add_argument_group(f"--method {names}", strategy.help))
     return p
+
+
+def _flags(strategy: type) -> object:
+    return strategy.add_arguments.__func__  # strategies sharing it share one flag group
+
+
+def flag_groups() -> dict[str, type]:
+    """'acp|pso|ga|random' -> the first strategy of each group sharing one `add_arguments`."""
+    groups: dict[object, list[str]] = {}
+    for name, strategy in STRATEGIES.items():
+        groups.setdefault(_flags(strategy), []).append(name)
+    return {"|".join(names): STRATEGIES[names[0]] for names in groups.values()}
 
 
 def prune_section(args: argparse.Namespace, section: dict[str, Any]) -> dict[str, Any]:
@@ -53,7 +67,9 @@ def prune_section(args: argparse.Namespace, section: dict[str, Any]) -> dict[str
     if method not in STRATEGIES:
         raise SystemExit(f"prune.method {method!r} unknown; known: {', '.join(STRATEGIES)}")
     for name, strategy in STRATEGIES.items():
-        if name != method and strategy.overrides(args):
+        if _flags(strategy) is _flags(STRATEGIES[method]):
+            continue  # one group: the chosen strategy's overrides judge these flags
+        if strategy.overrides(args):
             raise SystemExit(f"prune: flags of --method {name} given, but the method is {method}")
     from compress.recipe import deep_merge
 

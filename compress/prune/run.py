@@ -24,14 +24,20 @@ from torch import nn
 
 from compress.evaluate import model_figures
 from compress.io import write_json
-from compress.prune.acp.strategy import ACP
+from compress.prune.acp.strategy import ACP, GA, PSO, RandomSearch
 from compress.prune.reconstruct import REFIT_DEFAULTS
 from compress.prune.slimming import Slimming
 from compress.prune.strategy import Choice, Strategy
 
 log = logging.getLogger(__name__)
 
-STRATEGIES: dict[str, type[Strategy]] = {"slimming": Slimming, "acp": ACP}
+STRATEGIES: dict[str, type[Strategy]] = {
+    "slimming": Slimming,
+    "acp": ACP,
+    "pso": PSO,
+    "ga": GA,
+    "random": RandomSearch,
+}
 
 Evaluator = Callable[[nn.Module], dict[str, Any]]
 Recoverer = Callable[[nn.Module, Path, nn.Module | None], tuple[nn.Module, dict[str, Any]]]

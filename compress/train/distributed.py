@@ -5,12 +5,19 @@ without them everything runs in one process. gloo on CPU, nccl on CUDA. Only ran
 files. `cleanup_distributed()` puts a barrier before `destroy_process_group()`: on torch 2.14
 with gloo a process can abort at exit when the group is destroyed right after DDP work
 (DESIGN.md section 7).
+
+A loss that averages over its targets (YOLO's box and class terms, SSD's matches) must divide
+by the global batch's count, not each rank's, or N processes train a different objective than
+one: inside `counts_over_ranks(info)` (the trainer's forward/backward) `global_count` sums a
+loss's counts over the ranks; outside it a loss keeps its own counts.
 """
 
 from __future__ import annotations
 
 import atexit
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -79,3 +86,29 @@ def all_reduce_mean(values: list[float], info: DistInfo) -> list[float]:
 def barrier(info: DistInfo) -> None:
     if info.distributed:
         dist.barrier()
+
+
+_COUNTING: list[DistInfo] = []  # the ranks of the step whose loss is being computed, if any
+
+
+@contextmanager
+def counts_over_ranks(info: DistInfo) -> Iterator[None]:
+    """Within: losses normalise by counts summed over `info`'s ranks (every rank must enter)."""
+    _COUNTING.append(info)
+    try:
+        yield
+    finally:
+        _COUNTING.pop()
+
+
+def global_count(count: torch.Tensor) -> tuple[torch.Tensor, int] | None:
+    """(sum over ranks of `count`, world size) inside a distributed `counts_over_ranks`, else None.
+
+    `count` is a float tensor of a loss's normalisers (matches per head, say); every rank of the
+    step calls this once per loss call, in the same order, so the all-reduce pairs up.
+    """
+    if not _COUNTING or not _COUNTING[-1].distributed:
+        return None
+    total = count.detach().to(torch.float64).clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total.to(count.dtype), _COUNTING[-1].world_size

@@ -18,8 +18,10 @@ resumed with the run.
 
 `batch_size` is the global batch: under torchrun each of N processes takes batch_size / N,
 so the same recipe gives the same loss curve on 1 or N processes (BN statistics excepted:
-each rank normalizes over its own share). A loss that sums over images (YOLO multiplies by
-the batch size) is detected once and scaled by N, since DDP averages gradients over ranks.
+each rank normalizes over its own share). Losses that average over targets divide by the
+global batch's count (`distributed.counts_over_ranks`). A loss that sums over images (YOLO
+multiplies by the batch size) is detected once and scaled by N, since DDP averages gradients
+over ranks.
 
 Files in `out_dir` (rank 0 only): `last.pt` (full checkpoint, `--resume` reads it), `best.pt`
 ({"model", "epoch", "metrics"} of the best evaluated weights; EMA weights when EMA is on),
@@ -45,7 +47,13 @@ from tqdm import tqdm
 from compress.io import write_json
 from compress.models.base import Detector
 from compress.train import checkpoint as ckpt_io
-from compress.train.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
+from compress.train.distributed import (
+    DistInfo,
+    all_reduce_mean,
+    barrier,
+    counts_over_ranks,
+    init_distributed,
+)
 from compress.train.ema import build_ema
 from compress.train.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
 from compress.train.sampling import ResumableSampler, SeededSamples
@@ -230,21 +238,45 @@ class Trainer:
 
         DDP averages gradients over ranks, which equals the one-process gradient of the global
         batch for a mean loss; a summed loss must be scaled by the world size to match. Probed
-        once: the loss of two copies of one image is twice the loss of one for a sum.
+        once on N different images (their target counts differ, so a loss that normalises by
+        its own rank's count shows up): each rank's loss on its one image, summed over ranks,
+        against the one-process loss of all N, which is that sum for a per-image sum and 1/N
+        of it for a mean.
         """
         if not self.info.distributed:
             return False
-        image, target = self.samples.dataset[0]
-        image = image[None].to(self.device)
-        target = to_device([target], self.device)
+        world = self.info.world_size
+        n = min(world, len(self.samples))
+        if n < world:  # fewer images than ranks: no probe batch; YOLO-like sums are the norm
+            return True
+        collate = self.loader.collate_fn
+        whole_images, whole_targets = collate([self.samples[i] for i in range(world)])
+        mine_images, mine_targets = collate([self.samples[self.info.rank]])
         was_training = self.detector.training
-        self.detector.eval()  # running BN statistics: the copies give identical outputs
+        self.detector.eval()  # running BN statistics: a rank's image gives the same outputs
         try:
-            one, _ = self.detector.loss(self.detector(image), target)
-            two, _ = self.detector.loss(self.detector(image.repeat(2, 1, 1, 1)), target * 2)
+            whole, _ = self.detector.loss(
+                self.detector(whole_images.to(self.device)), to_device(whole_targets, self.device)
+            )
+            with counts_over_ranks(self.info):
+                mine, _ = self.detector.loss(
+                    self.detector(mine_images.to(self.device)),
+                    to_device(mine_targets, self.device),
+                )
         finally:
             self.detector.train(was_training)
-        return bool(two > 1.5 * one) if float(one) > 0 else False
+        shards = all_reduce_mean([float(mine)], self.info)[0] * world
+        if not float(whole) > 0 or not shards > 0:
+            return False
+        ratio = shards / float(whole)  # 1 for a per-image sum, N for a mean
+        sums = abs(ratio - 1.0) < abs(ratio - world)
+        if min(abs(ratio - 1.0), abs(ratio - world)) > 1e-3 * world:
+            warnings.warn(
+                f"train: the loss of {world} ranks' shards is {ratio:.4g}x the one-process loss "
+                f"(expected 1 or {world}): DDP trains a different objective than one process",
+                stacklevel=2,
+            )
+        return sums
 
     # ---- checkpoints -------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -407,7 +439,7 @@ class Trainer:
         # Under DDP, skip the gradient all-reduce on micro-batches that do not end a step.
         sync = self.net.no_sync() if self.info.distributed and not boundary else nullcontext()
         with sync:
-            with torch.autocast(self.device.type, enabled=self.amp):
+            with torch.autocast(self.device.type, enabled=self.amp), counts_over_ranks(self.info):
                 raw = self.net(images)
                 loss, parts = self.detector.loss(raw, targets)
             if not torch.isfinite(loss):

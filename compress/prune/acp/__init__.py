@@ -6,7 +6,8 @@ Pieces, each importable on its own:
   inherit  a candidate's weights: keep cluster representatives (or top-L1), BN recalibration
   fitness  accuracy proxies (teacher agreement, AP50, loss) and budgets (FLOPs, latency)
   pso      the particle swarm (per-dimension velocities, falling inertia, clamp)
-  search   the search loop: cache, resumable state, report
-  strategy the `acp` prune strategy (compress.prune.run.STRATEGIES): the search's best
-           structure, cut and refitted by the prune run
+  optimizers  pso, ga and random behind one ask/tell interface
+  search   the search loop: budget projection, cache, resumable state, log, report
+  strategy the `acp`/`pso`, `ga` and `random` prune strategies (compress.prune.run.STRATEGIES):
+           the search's best structure, cut and refitted by the prune run
 """

@@ -70,3 +70,27 @@ def plot_search(report: dict[str, Any], out_dir: Path) -> list[str]:
     if report.get("per_layer"):
         out.append(widths_per_layer(report["per_layer"], Path(out_dir) / "acp_widths.png"))
     return out
+
+
+def plot_evaluations(
+    logs: dict[str, list[dict[str, Any]]], out_dir: Path, name: str = "search_fitness.png"
+) -> str:
+    """Best fitness so far against fitness evaluations, one line per strategy."""
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    markers = "osD^vP*X"
+    for i, (label, rows) in enumerate(logs.items()):
+        if not rows:
+            continue
+        ax.plot(
+            [r["evaluation"] for r in rows],
+            [r["best"] for r in rows],
+            marker=markers[i % len(markers)],
+            markevery=max(1, len(rows) // 12),
+            label=label,
+        )
+    ax.set_xlabel("fitness evaluations")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("best fitness so far")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return _save(fig, Path(out_dir) / name)

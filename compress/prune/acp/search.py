@@ -1,23 +1,37 @@
-"""The ACP search: cluster -> swarm over per-unit keep ratios -> best structure -> recover.
+"""The structure search: cluster -> optimiser over per-unit keep ratios -> best structure.
+
+The optimiser (`optimizer`: pso, ga or random, optimizers.py) proposes ratio vectors; this
+loop turns each into widths, gets its fitness from the one proxy + budget + cache (fitness.py),
+tells the optimiser, and records every lookup in the fitness-vs-evaluations log
+(`<out_dir>/search_log.csv`). `evaluations` is the one budget setting all optimisers share: the
+number of fitness lookups, turned into whole generations (none set: each optimiser's own).
+
+Channels inside a unit (`inherit`): cluster representatives first (`cluster`), top group L1
+(`l1`), or the correlation-independence criterion on the unit's conv outputs over the
+clustering images (`correlation`, feature_criteria.py; BN's per-channel affine leaves the
+correlations as they are, so the conv's output stands for the block's).
 
 Search space: one keep ratio per unit (prunable channel group), bounded below by
 `min_ratio` and `min_channels`; a particle's widths are its ratios times the unit widths,
 rounded to `round_to` (8: what TensorRT's kernels and the Nano's tensor layout reward), never
 under `min_channels` (or the full width when that is smaller). Candidates are cached by their
 rounded widths, so particles that land on one structure are evaluated once.
+The chosen structure is the fittest within the budget (the fittest of all when none is).
 
 The swarm starts around two points: the clustered structure (clusters + noise per unit) and
-that structure shrunk uniformly until it meets the FLOPs budget (bisection on a common scale),
+that structure scaled uniformly until it meets the FLOPs budget (`to_budget`: a common scale),
 because the clustered start alone is usually far above any useful budget.
 
-The state (swarm, cache, history, counters) is written atomically after every cycle to
+The state (optimiser, cache, history, log, counters) is written atomically after every cycle to
 `<out_dir>/acp_state.json`; a search started again on the same out_dir with `resume: true`
 goes on from there and gives the same result as an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import logging
 import math
@@ -33,7 +47,7 @@ from torch import nn
 from tqdm import tqdm
 
 from compress.data.build import batches, eval_view, first_images
-from compress.io import read_json, write_json
+from compress.io import atomic_write_bytes, read_json, write_json
 from compress.prune.acp import fitness as fit
 from compress.prune.acp.cluster import (
     CLUSTER_DEFAULTS,
@@ -49,7 +63,8 @@ from compress.prune.acp.groups import (
     refit_targets,
 )
 from compress.prune.acp.inherit import batchnorms, inherit, recalibrate_bn, train_steps
-from compress.prune.acp.pso import PSO_DEFAULTS, Swarm
+from compress.prune.acp.optimizers import GA_DEFAULTS, OPTIMIZERS, RANDOM_DEFAULTS
+from compress.prune.acp.pso import PSO_DEFAULTS
 from compress.prune.reconstruct import REFIT_DEFAULTS, refit_convs, refit_images
 
 log = logging.getLogger(__name__)
@@ -58,12 +73,16 @@ ACP_DEFAULTS: dict[str, Any] = {
     "round_to": 8,
     "min_channels": 8,
     "min_ratio": 0.1,
-    "inherit": "cluster",  # cluster (representatives first) | l1
+    "inherit": "cluster",  # cluster (representatives first) | l1 | correlation
+    "optimizer": "pso",  # pso | ga | random (optimizers.py)
+    "evaluations": None,  # fitness lookups for any optimiser (None: its own generations)
     "recover": True,  # fine-tune the found structure with the recipe's recover: section
     "resume": True,  # go on from <out_dir>/acp_state.json when its settings match
     "progress": True,
     "cluster": CLUSTER_DEFAULTS,
     "pso": PSO_DEFAULTS,
+    "ga": GA_DEFAULTS,
+    "random": RANDOM_DEFAULTS,
     "fitness": fit.FITNESS_DEFAULTS,
     # The chosen structure only (candidates are judged on inherit + BN recalibration, which is
     # seconds, not a minute): least-squares refit of the cut convs on that many training
@@ -71,15 +90,24 @@ ACP_DEFAULTS: dict[str, Any] = {
     "reconstruct": REFIT_DEFAULTS,
 }
 STATE_FILE = "acp_state.json"
-INHERIT = ("cluster", "l1")
+LOG_FILE = "search_log.csv"
+INHERIT = ("cluster", "l1", "correlation")
 
 
-def resolve_settings(section: dict[str, Any] | None) -> dict[str, Any]:
-    """The recipe's `prune:` section over ACP_DEFAULTS (nested cluster/pso/fitness), checked."""
+def resolve_settings(
+    section: dict[str, Any] | None, defaults: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The recipe's `prune:` section over ACP_DEFAULTS (nested cluster/pso/fitness), checked.
+    `defaults`: a strategy's own defaults over ACP_DEFAULTS (e.g. the optimiser)."""
     section = {k: v for k, v in (section or {}).items() if k != "method"}
+    base = {
+        k: {**v, **(defaults or {}).get(k, {})} if isinstance(v, dict) else v
+        for k, v in ACP_DEFAULTS.items()
+    }
+    base.update({k: v for k, v in (defaults or {}).items() if not isinstance(v, dict)})
     out: dict[str, Any] = {}
     unknown = sorted(set(section) - set(ACP_DEFAULTS))
-    for key, default in ACP_DEFAULTS.items():
+    for key, default in base.items():
         if key == "reconstruct" and section.get(key) is False:
             out[key] = {**default, "images": 0}
         elif isinstance(default, dict):
@@ -99,6 +127,10 @@ def resolve_settings(section: dict[str, Any] | None) -> dict[str, Any]:
         )
     if out["inherit"] not in INHERIT:
         raise ValueError(f"prune.inherit {out['inherit']!r}; known: {', '.join(INHERIT)}")
+    if out["optimizer"] not in OPTIMIZERS:
+        raise ValueError(f"prune.optimizer {out['optimizer']!r}; known: {', '.join(OPTIMIZERS)}")
+    if out["evaluations"] is not None and int(out["evaluations"]) < 1:
+        raise ValueError(f"prune.evaluations {out['evaluations']}: at least 1 (or null)")
     fit.check(out["fitness"])
     return out
 
@@ -142,7 +174,7 @@ def key_of(widths: Sequence[int]) -> str:
 
 @dataclass
 class Prepared:
-    """Everything computed once before the swarm flies."""
+    """Everything computed once before the search runs."""
 
     units: list[Unit]
     scores: dict[str, torch.Tensor]
@@ -178,6 +210,13 @@ def prepare(detector: nn.Module, train_ds: Any, val_ds: Any, cfg: dict[str, Any]
             sum(c.keep for c in clusters.values()),
             sum(u.width for u in units),
         )
+    if cfg["inherit"] == "correlation":
+        data = [x for x, _ in batches(first_images(train_view, ccfg["images"]), ccfg["batch_size"])]
+        scores = correlation_scores(detector, units, data)
+        log.info(
+            "search: channels ranked by correlation independence on %d images",
+            sum(len(x) for x in data),
+        )
     labelled_train = batches(
         first_images(train_view, fcfg["bn_batches"] * fcfg["batch_size"]), fcfg["batch_size"]
     )
@@ -205,8 +244,41 @@ def prepare(detector: nn.Module, train_ds: Any, val_ds: Any, cfg: dict[str, Any]
     )
 
 
+@torch.no_grad()
+def correlation_scores(
+    detector: nn.Module, units: Sequence[Unit], data: Sequence[torch.Tensor], max_hw: int = 16
+) -> dict[str, torch.Tensor]:
+    """Per unit: the correlation-independence score of each channel of its root conv's output
+    on `data` (positions subsampled to max_hw x max_hw), higher = keep."""
+    from compress.prune.feature_criteria import CorrelationIndependence
+    from compress.prune.features import subsample
+
+    store: dict[str, list[torch.Tensor]] = {u.name: [] for u in units}
+    hooks = [
+        u.module(detector).register_forward_hook(
+            lambda _m, _i, out, name=u.name: store[name].append(subsample(out, max_hw).float())
+        )
+        for u in units
+    ]
+    param = next(detector.parameters())
+    was_training = detector.training
+    detector.eval()
+    try:
+        for images in data:
+            detector(images.to(param.device, param.dtype))
+    finally:
+        for h in hooks:
+            h.remove()
+        detector.train(was_training)
+    criterion = CorrelationIndependence()
+    return {
+        u.name: criterion(u.module(detector), None, features=torch.cat(store[u.name]).cpu())
+        for u in units
+    }
+
+
 class Search:
-    """Evaluate structures (cached) and fly the swarm, resumably."""
+    """Evaluate structures (cached) and run the optimiser, resumably."""
 
     def __init__(
         self, detector: nn.Module, prep: Prepared, cfg: dict[str, Any], out_dir: str | Path
@@ -220,19 +292,12 @@ class Search:
         self.eval_seconds = 0.0
         self.start: dict[str, Any] = {}
         self._base_flops: float | None = None
-        p = cfg["pso"]
-        lower, upper = ratio_bounds(prep.units, cfg)
-        self.swarm = Swarm(
-            lower,
-            upper,
-            p["particles"],
-            p["cycles"],
-            p["inertia"],
-            p["c1"],
-            p["c2"],
-            p["vmax"],
-            p["seed"],
-        )
+        self._flops: dict[str, float] = {}
+        self.log: list[dict[str, Any]] = []  # one row per fitness lookup
+        self.lower, self.upper = ratio_bounds(prep.units, cfg)
+        name = cfg["optimizer"]
+        evaluations = None if cfg["evaluations"] is None else int(cfg["evaluations"])
+        self.opt = OPTIMIZERS[name](self.lower, self.upper, cfg[name], self.to_budget, evaluations)
 
     # ---- candidates ---------------------------------------------------------------------
     def build(self, widths: Sequence[int]) -> nn.Module:
@@ -242,7 +307,7 @@ class Search:
         recalibrate_bn(model, self.prep.calib)
         f = self.cfg["fitness"]
         if int(f["train_steps"]) > 0:
-            torch.manual_seed(int(self.cfg["pso"]["seed"]))
+            torch.manual_seed(int(self.cfg[self.cfg["optimizer"]]["seed"]))
             train_steps(
                 model, self.prep.labelled_train, int(f["train_steps"]), float(f["train_lr"])
             )
@@ -291,29 +356,41 @@ class Search:
         return record
 
     def flops_ratio(self, widths: Sequence[int]) -> float:
-        if self._base_flops is None:
-            self._base_flops = fit.cost_flops(self.detector, self.prep.ctx)
-        model = inherit(self.detector, self.prep.units, widths, self.prep.scores, None)
-        return fit.cost_flops(model, self.prep.ctx) / self._base_flops
+        key = key_of(widths)
+        if key not in self._flops:
+            if self._base_flops is None:
+                self._base_flops = fit.cost_flops(self.detector, self.prep.ctx)
+            model = inherit(self.detector, self.prep.units, widths, self.prep.scores, None)
+            self._flops[key] = fit.cost_flops(model, self.prep.ctx) / self._base_flops
+        return self._flops[key]
 
-    def budget_start(self, ratios: np.ndarray) -> np.ndarray:
-        """`ratios` times one common factor s chosen so the FLOPs meet the target. FLOPs grow
-        about as s^2 (both sides of most convs shrink), so s is corrected by sqrt(target / f)
-        a few times (each step costs one pruned copy, so no long bisection)."""
+    def to_budget(self, ratios: np.ndarray, steps: int = 6) -> np.ndarray:
+        """`ratios` times the common factor that brings the FLOPs closest to the target from
+        below (up or down: a uniform random draw keeps ~55% of each unit, far under most
+        budgets). FLOPs grow about as s^2, so s moves by sqrt(target / f) a few times; the
+        widest structure within the target seen wins (the narrowest when none is)."""
         target = float(self.cfg["fitness"]["target"])
-        lower, upper = self.swarm.lower, self.swarm.upper
+        ratios = np.clip(np.asarray(ratios, dtype=np.float64), self.lower, self.upper)
+        top = float(np.max(self.upper / np.maximum(ratios, 1e-9)))
 
-        def flops(s: float) -> float:
-            widths = widths_of_ratios(np.clip(ratios * s, lower, upper), self.prep.units, self.cfg)
-            return self.flops_ratio(widths)
+        def at(s: float) -> tuple[np.ndarray, float]:
+            r = np.clip(ratios * s, self.lower, self.upper)
+            return r, self.flops_ratio(widths_of_ratios(r, self.prep.units, self.cfg))
 
-        scale, f = 1.0, flops(1.0)
-        for _ in range(4):
-            if target * 0.97 <= f <= target:
+        scale = 1.0
+        r, f = at(scale)
+        best, best_f = (r, f) if f <= target else (None, -1.0)
+        low, low_f = r, f
+        for _ in range(steps):
+            if target * 0.98 <= f <= target:
                 break
-            scale = min(1.0, scale * math.sqrt(target / f) * (0.98 if f > target else 1.0))
-            f = flops(scale)
-        return np.clip(ratios * scale, lower, upper)
+            scale = min(top, scale * math.sqrt(target / f) * (0.99 if f > target else 1.0))
+            r, f = at(scale)
+            if f <= target and f > best_f:
+                best, best_f = r, f
+            if f < low_f:
+                low, low_f = r, f
+        return best if best is not None else low
 
     # ---- state ----------------------------------------------------------------------------
     def fingerprint(self) -> str:
@@ -332,10 +409,11 @@ class Search:
             self.state_path,
             {
                 "fingerprint": self.fingerprint(),
-                "swarm": self.swarm.state_dict(),
+                "optimizer": self.opt.state_dict(),
                 "start": self.start,
                 "cache": self.cache,
                 "history": self.history,
+                "log": self.log,
                 "evaluated": self.evaluated,
                 "cache_hits": self.hits,
                 "eval_seconds": self.eval_seconds,
@@ -351,78 +429,119 @@ class Search:
                 f"{self.state_path}: written by a search with other settings or another model; "
                 "delete it, use another out dir, or set prune.resume: false"
             )
-        self.swarm.load_state_dict(state["swarm"])
+        self.opt.load_state_dict(state["optimizer"])
         self.start, self.cache, self.history = state["start"], state["cache"], state["history"]
+        self.log = state["log"]
         self.evaluated, self.hits = int(state["evaluated"]), int(state["cache_hits"])
         self.eval_seconds = float(state["eval_seconds"])
-        log.info("ACP: resumed %s at cycle %d", self.state_path, self.swarm.cycle)
+        log.info("search: resumed %s at generation %d", self.state_path, self.opt.generation)
         return True
 
-    # ---- the swarm ------------------------------------------------------------------------
+    # ---- the optimiser --------------------------------------------------------------------
     def initialise(self) -> None:
         units = self.prep.units
         if self.prep.clusters:
             cluster_ratios = np.array([self.prep.clusters[u.name].keep / u.width for u in units])
         else:
             cluster_ratios = np.ones(len(units))
-        cluster_ratios = np.clip(cluster_ratios, self.swarm.lower, self.swarm.upper)
-        budget_ratios = self.budget_start(cluster_ratios)
-        log.info("ACP: swarm starts around the clustered and the budget-scaled structures")
-        self.swarm.start_around([cluster_ratios, budget_ratios], float(self.cfg["pso"]["spread"]))
+        cluster_ratios = np.clip(cluster_ratios, self.lower, self.upper)
+        budget_ratios = self.to_budget(cluster_ratios)
+        log.info("search (%s): %d lookups planned", self.opt.name, self.opt.proposals())
+        self.opt.start({"cluster": cluster_ratios, "budget": budget_ratios})
         self.start = {
             "cluster_widths": widths_of_ratios(cluster_ratios, units, self.cfg),
             "budget_widths": widths_of_ratios(budget_ratios, units, self.cfg),
         }
 
     def run(self, stop_after: int | None = None) -> dict[str, Any]:
-        """Fly until `pso.cycles` are done (or `stop_after` cycles in this call)."""
+        """Run until the optimiser's generations are done (or `stop_after` in this call)."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if not self.load_state():
             self.initialise()
-        p = self.swarm
+        opt = self.opt
         bar = tqdm(
-            total=p.cycles * p.particles,
-            initial=p.cycle * p.particles,
-            desc="ACP search",
+            total=opt.proposals(),
+            initial=len(self.log),
+            desc=f"search ({opt.name})",
             disable=not self.cfg["progress"],
             leave=False,
         )
         done = 0
-        while p.cycle < p.cycles and (stop_after is None or done < stop_after):
+        while not opt.finished and (stop_after is None or done < stop_after):
             records = []
-            for pos in p.positions:
-                records.append(self.evaluate(widths_of_ratios(pos, self.prep.units, self.cfg)))
-                best = max(p.gbest_fitness, max(r["fitness"] for r in records))
+            for pos in opt.ask():
+                record = self.evaluate(widths_of_ratios(pos, self.prep.units, self.cfg))
+                records.append(record)
+                self.note(record, opt.generation + 1)
                 bar.update(1)
-                bar.set_postfix(best=f"{best:.4f}", hits=self.hits)
+                bar.set_postfix(best=f"{self.log[-1]['best']:.4f}", hits=self.hits)
             fits = [r["fitness"] for r in records]
-            p.tell(fits)
+            opt.tell(fits)
             self.history.append(
                 {
-                    "cycle": p.cycle + 1,
-                    "inertia": round(p.w(), 4),
-                    "best": p.gbest_fitness,
+                    "cycle": opt.generation,
+                    **opt.log_fields(),
+                    "best": opt.best_fitness,
                     "mean": float(np.mean(fits)),
-                    "best_widths": widths_of_ratios(p.gbest, self.prep.units, self.cfg),
+                    "best_widths": widths_of_ratios(opt.best_position, self.prep.units, self.cfg),
                 }
             )
-            p.move()
             done += 1
             self.save_state()
+            self.write_log()
         bar.close()
         return self.result()
 
+    def feasible(self, record: dict[str, Any]) -> bool:
+        return record["cost_ratio"] <= float(self.cfg["fitness"]["target"]) * (1 + 1e-9)
+
+    def note(self, record: dict[str, Any], generation: int) -> None:
+        """One row of the fitness-vs-evaluations log; `best`: what `best()` would choose now."""
+        best = record["fitness"]
+        if self.log:
+            last, ok = self.log[-1], self.log[-1]["feasible_seen"]
+            if ok and not self.feasible(record):
+                best = last["best"]
+            elif ok == self.feasible(record):
+                best = max(best, last["best"])
+        self.log.append(
+            {
+                "evaluation": len(self.log) + 1,
+                "unique": self.evaluated,
+                "generation": generation,
+                "fitness": record["fitness"],
+                "accuracy": record["accuracy"],
+                "cost_ratio": record["cost_ratio"],
+                "best": best,
+                "feasible_seen": self.feasible(record)
+                or bool(self.log and self.log[-1]["feasible_seen"]),
+            }
+        )
+
+    def write_log(self) -> None:
+        buf = io.StringIO()
+        fields = ["evaluation", "unique", "generation", "fitness", "accuracy", "cost_ratio", "best"]
+        writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(self.log)
+        atomic_write_bytes(self.out_dir / LOG_FILE, buf.getvalue().encode())
+
     def best(self) -> dict[str, Any]:
-        return max(self.cache.values(), key=lambda r: r["fitness"])
+        """The fittest structure within the budget (the fittest of all when none is): the
+        penalty alone would let a slightly-over structure win on accuracy."""
+        within = [r for r in self.cache.values() if self.feasible(r)]
+        return max(within or self.cache.values(), key=lambda r: r["fitness"])
 
     def result(self) -> dict[str, Any]:
         lookups = self.evaluated + self.hits
         return {
-            "finished": self.swarm.cycle >= self.swarm.cycles,
-            "cycles_done": self.swarm.cycle,
+            "optimizer": self.opt.name,
+            "finished": self.opt.finished,
+            "cycles_done": self.opt.generation,
             "best": self.best(),
             "start": {k: self.cache.get(key_of(v), {"widths": v}) for k, v in self.start.items()},
             "history": self.history,
+            "log": self.log,
             "evaluated": self.evaluated,
             "cache_hits": self.hits,
             "cache_hit_rate": self.hits / lookups if lookups else 0.0,
@@ -441,7 +560,7 @@ def run_search(
     out_dir: str | Path,
     stop_after: int | None = None,
 ) -> tuple[Search, dict[str, Any]]:
-    """Cluster and fly the swarm. Returns the search (its best structure is
+    """Cluster and run the optimiser. Returns the search (its best structure is
     `report["best"]["widths"]`) and its report. `cfg` is `resolve_settings(prune_section)`."""
     prep = prepare(detector, train_ds, val_ds, cfg)
     s = Search(detector, prep, cfg, out_dir)

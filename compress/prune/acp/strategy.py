@@ -1,6 +1,13 @@
-"""The `acp` prune strategy: the particle swarm's best per-layer widths (search.py), cut from
-the unpruned model with cluster representatives kept (inherit.py). The prune run refits,
-evaluates and recovers it like any other strategy's choice.
+"""The search strategies: the best per-layer widths an optimiser finds (search.py), cut from
+the unpruned model (inherit.py). The prune run refits, evaluates and recovers it like any
+other strategy's choice. One class, one optimiser each:
+
+  acp, pso  the particle swarm, cluster representatives kept (ACP; `pso` is its other name)
+  ga        the genetic algorithm, filters ranked by correlation independence
+  random    uniform random structures at the budget, the same ranking: the baseline
+
+They share one flag group (`--evaluations` is the budget they share); a flag of another
+optimiser (`--particles` with `--method ga`) is refused.
 
 The search modules (torch-pruning, scikit-learn) load only when a search runs, so listing the
 strategies or their flags stays light.
@@ -12,7 +19,7 @@ import argparse
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
@@ -24,11 +31,20 @@ if TYPE_CHECKING:
     from compress.prune.run import Context
 
 
-class ACP(Strategy):
-    """Channel clustering + particle swarm search of per-layer widths (Chang et al. 2022)."""
+# flag (argparse dest) -> (the optimisers it belongs to, its key in their section)
+OWN_FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
+    "particles": (("pso",), "particles"),
+    "swarm_cycles": (("pso",), "cycles"),
+    "population": (("ga", "random"), "population"),
+    "generations": (("ga", "random"), "generations"),
+}
 
-    name = "acp"
-    help = "channel clustering + particle swarm search of per-layer widths (SSD and YOLO)"
+
+class SearchStrategy(Strategy):
+    """A structure search with optimiser `optimizer` (search.py's loop, optimizers.py)."""
+
+    optimizer: str = "pso"
+    defaults: ClassVar[dict[str, Any]] = {}  # over search.ACP_DEFAULTS
 
     def __init__(self, recipe: dict[str, Any]) -> None:
         super().__init__(recipe)
@@ -37,13 +53,23 @@ class ACP(Strategy):
     def resolve(self, recipe: dict[str, Any]) -> dict[str, Any]:
         from compress.prune.acp.search import resolve_settings
 
-        return resolve_settings(recipe.get("prune"))
+        return resolve_settings(recipe.get("prune"), {**self.defaults, "optimizer": self.optimizer})
 
     @classmethod
     def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
-        group.add_argument("--particles", type=int, default=None, help="swarm size")
-        group.add_argument("--swarm-cycles", type=int, default=None, help="swarm cycles")
-        group.add_argument("--seed", type=int, default=None, help="swarm seed")
+        group.add_argument(
+            "--evaluations", type=int, default=None, help="fitness evaluations (any optimiser)"
+        )
+        group.add_argument("--particles", type=int, default=None, help="pso: swarm size")
+        group.add_argument("--swarm-cycles", type=int, default=None, help="pso: swarm cycles")
+        group.add_argument(
+            "--population", type=int, default=None, help="ga, random: structures per generation"
+        )
+        group.add_argument("--generations", type=int, default=None, help="ga, random")
+        group.add_argument("--seed", type=int, default=None, help="the optimiser's seed")
+        group.add_argument(
+            "--inherit", default=None, help="channels kept: cluster, l1, correlation"
+        )
         group.add_argument(
             "--target", type=float, default=None, help="budget: cost ratio in (0, 1]"
         )
@@ -57,17 +83,33 @@ class ACP(Strategy):
 
     @classmethod
     def overrides(cls, args: argparse.Namespace) -> dict[str, Any]:
-        for flag, value in (("particles", args.particles), ("swarm-cycles", args.swarm_cycles)):
-            if value is not None and value < 1:
-                raise SystemExit(f"--{flag} must be >= 1")
+        own: dict[str, Any] = {"seed": args.seed}
+        for flag, (owners, key) in OWN_FLAGS.items():
+            value = getattr(args, flag)
+            if value is None:
+                continue
+            name = "--" + flag.replace("_", "-")
+            if cls.optimizer not in owners:
+                raise SystemExit(
+                    f"{name} is a flag of the {'/'.join(owners)} search, not {cls.name}"
+                )
+            if value < 1:
+                raise SystemExit(f"{name} must be >= 1")
+            own[key] = value
+        if args.evaluations is not None and args.evaluations < 1:
+            raise SystemExit("--evaluations must be >= 1")
         if args.target is not None and not 0 < args.target <= 1:
             raise SystemExit("--target is a cost ratio in (0, 1]")
         nested = {
-            "pso": {"particles": args.particles, "cycles": args.swarm_cycles, "seed": args.seed},
+            cls.optimizer: own,
             "fitness": {"target": args.target, "budget": args.budget, "proxy": args.proxy},
             "cluster": {"method": args.cluster},
         }
         out: dict[str, Any] = {}
+        if args.evaluations is not None:
+            out["evaluations"] = args.evaluations
+        if args.inherit is not None:
+            out["inherit"] = args.inherit
         for key, values in nested.items():
             given = {k: v for k, v in values.items() if v is not None}
             if given:
@@ -87,6 +129,7 @@ class ACP(Strategy):
         t0 = time.time()
         search, report = run_search(model, ctx.train_ds, ctx.val_ds, self.cfg, out_dir)
         report["search_seconds"] = round(time.time() - t0, 1)
+        report["inherit"] = self.cfg["inherit"]
         widths = report["best"]["widths"]
         if ctx.refit is None:
             # without a refit, the structure is judged as the swarm judged it: inherited
@@ -135,16 +178,50 @@ class ACP(Strategy):
             "recovery": recovery,
         }
         if not math.isfinite(report["flops_ratio"]):
-            raise ValueError("ACP: FLOPs of the pruned model are not finite")
+            raise ValueError(f"{self.name}: FLOPs of the pruned model are not finite")
         return report
 
     def plots(self, report: dict[str, Any], out_dir: Path) -> dict[str, Any]:
-        from compress.prune.acp.plots import plot_search
+        from compress.prune.acp.plots import plot_evaluations, plot_search
         from compress.prune.plots import plot_report
 
         out: dict[str, Any] = {"plots": plot_report(report, out_dir)}
         try:
             out["acp_plots"] = plot_search(report, out_dir)
+            out["search_plot"] = plot_evaluations({self.name: report["search"]["log"]}, out_dir)
         except Exception as exc:  # a plot must never lose the run's numbers
             out["acp_plots_error"] = repr(exc)
         return out
+
+
+class ACP(SearchStrategy):
+    """Channel clustering + particle swarm search of per-layer widths (Chang et al. 2022)."""
+
+    name = "acp"
+    help = (
+        "structure search, one flag group for acp/pso/ga/random: acp = channel clustering + "
+        "particle swarm over per-layer widths (SSD and YOLO)"
+    )
+
+
+class PSO(ACP):
+    name = "pso"
+    help = "the particle swarm search (acp under the name of its optimiser)"
+
+
+class GA(SearchStrategy):
+    """Genetic algorithm over per-layer keep ratios, filters by correlation independence."""
+
+    name = "ga"
+    help = "genetic algorithm over per-layer ratios (correlation-independence filters)"
+    optimizer = "ga"
+    defaults = {"inherit": "correlation", "cluster": {"method": "none"}}
+
+
+class RandomSearch(SearchStrategy):
+    """Uniform random structures at the budget: the baseline every search must beat."""
+
+    name = "random"
+    help = "uniform random per-layer ratios at the budget (the baseline)"
+    optimizer = "random"
+    defaults = {"inherit": "correlation", "cluster": {"method": "none"}}
