@@ -202,3 +202,38 @@ def test_fixed_baseline_is_compared_at_equal_flops(assets, tmp_path):
     )
     # the same recovery budget: one recover call for each
     assert fake.calls["recover"] == 2
+
+
+def test_data_aware_criterion_reads_feature_maps_of_training_images(assets, tmp_path):
+    """`prune.importance: reconstruction` (or any criterion that reads feature maps) scores on
+    the first `feature_images` training images, and the cycle cuts by those scores."""
+    from compress.data.build import datasets_for
+
+    need(assets, "coco128/labels/train2017")
+    model = _model(assets)
+    train_ds, _ = datasets_for(
+        model,
+        {"format": "yolo", "root": "coco128", "split": "train2017", "max_images": 8,
+         "val_fraction": 0},
+    )  # fmt: skip
+    fake = Fake(figures(model, None)["flops"])
+    recipe = {
+        "prune": {
+            "layers": False,
+            "compare_baseline": False,
+            "reconstruct": False,
+            "importance": "reconstruction",
+            "threshold": "percentile",
+            "threshold_options": {"fraction": 0.3},
+            "feature_images": 4,
+            "cycles": 1,
+        },
+        "sparsity": {"epochs": 0},
+    }
+    ctx = Context(fake.evaluate, fake.recover, fake.sparsify, train_ds=train_ds)
+    pruned, report = prune_rounds(model, ctx, Slimming(recipe), tmp_path)
+    assert report["cycles"][0]["prune"]["channels"]["channels_removed"] > 0
+    assert figures(pruned, None)["flops"] < fake.flops0
+    with pytest.raises(ValueError, match="reads feature maps"):
+        prune_rounds(model, Context(fake.evaluate, fake.recover, fake.sparsify),
+                     Slimming(recipe), tmp_path / "no-data")  # fmt: skip

@@ -47,7 +47,7 @@ from compress.prune.channel import (
 from compress.prune.graph import build_graph, prunable_bns
 from compress.prune.importance import IMPORTANCE, build_importance
 from compress.prune.layers import prune_layers
-from compress.prune.reconstruct import REFIT_DEFAULTS, reconstruct
+from compress.prune.reconstruct import REFIT_DEFAULTS, reconstruct, refit_images
 from compress.prune.sparsity import BNL1Sparsity, gamma_stats
 from compress.prune.strategy import Choice, Strategy
 from compress.prune.thresholds import THRESHOLDS, Threshold, estimate
@@ -81,6 +81,7 @@ PRUNE_DEFAULTS: dict[str, Any] = {
     "max_ap_drop": 0.01,  # AP50 points below the unpruned model that a cycle may not cross
     "compare_baseline": True,  # also prune with a fixed percentile at equal FLOPs (cycle 1)
     "reconstruct": REFIT_DEFAULTS,  # false: off
+    "feature_images": 16,  # unlabelled images data-aware criteria read feature maps on
 }
 
 
@@ -241,7 +242,7 @@ class Slimming(Strategy):
         record["sparse"] = ctx.measure(work)
         self.gradients(work, ctx)
         source, report = self.remove_layers(work)
-        values, plan, thr = self.plan_channels(source)
+        values, plan, thr = self.plan_channels(source, ctx)
         report.update(
             {
                 "threshold": thr.as_dict(),
@@ -299,11 +300,17 @@ class Slimming(Strategy):
         )
         return source, {"layers": layers}
 
-    def plan_channels(self, source: nn.Module) -> tuple[np.ndarray, Plan, Threshold]:
+    def plan_channels(
+        self, source: nn.Module, ctx: Context | None = None
+    ) -> tuple[np.ndarray, Plan, Threshold]:
         """Score every channel, learn the threshold from the scores, plan what stays."""
         cfg = self.cfg
         graph = build_graph(source.blocks)
-        scores = conv_scores(source, build_importance(cfg["importance"]), graph)
+        criterion = build_importance(cfg["importance"])
+        if criterion.needs_features or criterion.needs_teacher:
+            scores = self.data_scores(source, criterion, ctx, graph)
+        else:
+            scores = conv_scores(source, criterion, graph)
         values = torch.cat(list(group_scores(graph, scores).values())).numpy()
         thr = channel_threshold(values, cfg)
         plan = choose_channels(
@@ -315,6 +322,20 @@ class Slimming(Strategy):
             float(cfg["min_fraction"]),
         )
         return values, plan, thr
+
+    def data_scores(
+        self, source: nn.Module, criterion: Any, ctx: Context | None, graph: Any
+    ) -> dict[int, torch.Tensor]:
+        """Scores of a criterion that reads feature maps (or a teacher's outputs) on the
+        first `feature_images` unlabelled training images, as the model sees them."""
+        from compress.prune.scoring import score_channels
+
+        if ctx is None or ctx.train_ds is None:
+            raise ValueError(
+                f"importance {self.cfg['importance']!r} reads feature maps: it needs training images"
+            )
+        images = refit_images(ctx.train_ds, source, int(self.cfg["feature_images"]), 8)
+        return score_channels(source, criterion, images=images, teacher=ctx.teacher, graph=graph)
 
     def beside(
         self, k: int, choice: Choice, rec: dict[str, Any], ctx: Context
