@@ -16,6 +16,7 @@ To add one: subclass `Strategy`, write `choose` (and `resolve`, `add_arguments` 
 from __future__ import annotations
 
 import argparse
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +47,7 @@ class Choice:
     empty: str | None = None  # why nothing is cut (the run stops there)
 
 
-class Strategy:
+class Strategy(ABC):
     """Base of the prune strategies. `cfg` is the recipe's `prune:` section resolved against
     the strategy's defaults (unknown keys refused)."""
 
@@ -63,7 +64,7 @@ class Strategy:
         """The strategy's settings from the recipe, checked."""
         return {k: v for k, v in (recipe.get("prune") or {}).items() if k != "method"}
 
-    @classmethod
+    @classmethod  # noqa: B027 (an optional hook: most strategies add flags, none must)
     def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
         """The strategy's own flags on `python -m compress prune` (one argument group)."""
 
@@ -81,8 +82,9 @@ class Strategy:
         """Where round `k` writes; a round in a folder of its own also keeps its model there."""
         return out_dir
 
+    @abstractmethod
     def choose(self, model: nn.Module, ctx: Context, out_dir: Path) -> Choice:
-        raise NotImplementedError
+        """The structure to cut from `model` this round."""
 
     def beside(
         self, k: int, choice: Choice, rec: dict[str, Any], ctx: Context

@@ -18,6 +18,7 @@ whole generations that fit in it, so every optimiser gets at most the same numbe
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -60,7 +61,7 @@ def _whole(evaluations: int, batch: int, name: str, what: str) -> int:
     return int(evaluations) // batch
 
 
-class Optimizer:
+class Optimizer(ABC):
     """Base: bounds, the budget projection, the generation counter and the best so far."""
 
     name: ClassVar[str]
@@ -96,13 +97,16 @@ class Optimizer:
     def finished(self) -> bool:
         return self.generation >= self.total
 
+    @abstractmethod
     def start(self, starts: dict[str, np.ndarray]) -> None:
         """Set the first batch; `starts` are structures the search suggests (cluster, budget)."""
         raise NotImplementedError
 
+    @abstractmethod
     def ask(self) -> np.ndarray:
         raise NotImplementedError
 
+    @abstractmethod
     def tell(self, fitness: Sequence[float]) -> None:
         raise NotImplementedError
 
