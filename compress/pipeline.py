@@ -200,13 +200,14 @@ def ship_candidates(run: Run) -> list[Candidate]:
                     f"prune cycle {c['cycle']}", c["model"], **_fig(c["recovered"]), pruned=True
                 )
             )
-    if "pruned_model" in run.paths and "pruned" in run.figures:
-        if all(c.model != run.paths["pruned_model"] for c in out):
-            out.append(
-                Candidate(
-                    "pruned", run.paths["pruned_model"], **_fig(run.figures["pruned"]), pruned=True
-                )
+    # A strategy without rounds of its own (a search) saves only the final model; slimming's
+    # final model is one of its cycles' models already, saved a second time.
+    if not any(c.pruned for c in out) and "pruned_model" in run.paths and "pruned" in run.figures:
+        out.append(
+            Candidate(
+                "pruned", run.paths["pruned_model"], **_fig(run.figures["pruned"]), pruned=True
             )
+        )
     return out
 
 
