@@ -379,6 +379,7 @@ def test_criteria_table_on_real_person_images(assets, tmp_path):
             "batch_size": 4,
             "reconstruct": {"images": 4, "positions": 64},
             "recover_steps": 1,
+            "adaptive": {"threshold": "otsu", "cycles": 2, "layers": False},
         },
     }
     table = run_table(model, train_ds, val_ds, table_settings(recipe), tmp_path, progress=False)
@@ -395,6 +396,25 @@ def test_criteria_table_on_real_person_images(assets, tmp_path):
     md = (tmp_path / "criteria.md").read_text()
     assert "| entropy/l1 |" in md and "0.7x" in md
     assert (tmp_path / "criteria.png").read_bytes()[:4] == b"\x89PNG"
+
+    # the seed method's cycles on the best-ranked criterion, each a point below the last
+    seed = table["adaptive"]
+    assert "error" not in seed, seed
+    assert seed["criterion"] == next(
+        r["method"] for r in table["ranking"] if "/" not in r["method"]
+    )
+    ratios = [p["flops_ratio"] for p in seed["points"]]
+    assert 1 <= len(ratios) <= 2 and ratios == sorted(ratios, reverse=True) and ratios[0] < 1
+    assert "Seed method (adaptive otsu threshold" in md
+
+    # a second sitting with one more criterion measures only that criterion's cells
+    recipe["criteria"]["criteria"] = ["l1", "l2"]
+    recipe["criteria"]["allocators"] = []
+    again = run_table(model, train_ds, val_ds, table_settings(recipe), tmp_path, progress=False)
+    kept = {(r["method"], r["goal"]): r for r in rows}
+    assert [r["method"] for r in again["rows"]] == ["l1", "l1", "l2", "l2"]
+    assert again["rows"][:2] == [kept[("l1", 0.7)], kept[("l1", 0.5)]]
+    assert "AP50" in again["rows"][2] and again["unpruned"] == table["unpruned"]
 
 
 def test_table_settings_reject_unknown_names():

@@ -7,6 +7,12 @@ least-squares refit (`reconstruct`, on the same training images), optionally the
 of recovery steps, and score held-out AP50 / AP50:95 with `evaluate_detector`. Writes
 `criteria.json` (after every cut, so an interrupted run keeps what it measured),
 `criteria.md` (the table, methods ranked by mean AP50) and `criteria.png` (AP50 vs FLOPs).
+A run into a folder that already holds a criteria.json of the same protocol keeps its measured
+cells and measures only the missing ones, so the table can be filled in several sittings.
+
+Beside the equal-FLOPs cuts, the seed method itself (`adaptive`): the Slimming strategy with a
+learned threshold on the best-ranked criterion, cut in cycles through the same refit (and
+recovery steps), each cycle's point on the plot, so the report shows where adaptive lands.
 
 Settings: the recipe's `criteria:` section over `TABLE_DEFAULTS`; the floors (`round_to`,
 `min_channels`, `min_fraction`) default to the recipe's `prune:` section.
@@ -16,6 +22,7 @@ Settings: the recipe's `criteria:` section over `TABLE_DEFAULTS`; the floors (`r
 
 from __future__ import annotations
 
+import copy
 import io
 import logging
 import math
@@ -63,7 +70,12 @@ TABLE_DEFAULTS: dict[str, Any] = {
     "round_to": None,  # None: from the recipe's prune section (else 8)
     "min_channels": None,  # (else 8)
     "min_fraction": None,  # (else 0.05)
+    # the seed method's cycles beside the table (false: off); criterion None = the table's
+    # best-ranked criterion (global ranking); no sparsity epochs, AP drop not a stop here
+    "adaptive": {"threshold": "otsu", "cycles": 3, "criterion": None, "layers": True},
 }
+# Settings that do not change what a measured cell means (resume keeps cells across them).
+_LIST_KEYS = ("flops", "criteria", "allocators", "adaptive")
 _FLOOR_DEFAULTS = {"round_to": 8, "min_channels": 8, "min_fraction": 0.05}
 GA_CRITERION = "correlation"
 
@@ -89,6 +101,9 @@ def table_settings(recipe: dict[str, Any], **override: Any) -> dict[str, Any]:
         extra = cfg["reconstruct"] if isinstance(cfg["reconstruct"], dict) else {}
         cfg["reconstruct"] = {**REFIT_DEFAULTS, **extra}
     cfg["ga"] = {**TABLE_DEFAULTS["ga"], **(section.get("ga") or {})}
+    if cfg["adaptive"]:
+        extra = cfg["adaptive"] if isinstance(cfg["adaptive"], dict) else {}
+        cfg["adaptive"] = {**TABLE_DEFAULTS["adaptive"], **extra}
     cfg["flops"] = [float(f) for f in cfg["flops"]]
     if not cfg["flops"] or not all(0 < f < 1 for f in cfg["flops"]):
         raise ValueError(f"criteria.flops: fractions in (0, 1), got {cfg['flops']}")
@@ -295,14 +310,21 @@ def run_table(
 
     out_dir = Path(out_dir)
     bench = Bench(model, train_ds, val_ds, cfg, teacher)
+    earlier = measured_before(out_dir / "criteria.json", cfg, bench.flops.full)
     table: dict[str, Any] = {
         "settings": {k: v for k, v in cfg.items()},
-        "unpruned": {"flops": bench.flops.full, **bench.evaluate(model)},
+        "unpruned": earlier["unpruned"] if earlier else None,
         "rows": [],
     }
+    if table["unpruned"] is None:
+        table["unpruned"] = {"flops": bench.flops.full, **bench.evaluate(model)}
+    done = {(r["method"], r["goal"]): r for r in (earlier or {}).get("rows", []) if "AP50" in r}
     jobs = [(m, g) for m in methods(cfg) for g in cfg["flops"]]
     bar = tqdm(jobs, desc="criteria", unit="cut", disable=not progress)
     for (name, crit, alloc), goal in bar:
+        if (name, goal) in done:
+            table["rows"].append(done[(name, goal)])
+            continue
         bar.set_postfix_str(f"{name} @ {goal:g}")
         row: dict[str, Any] = {"method": name, "criterion": crit, "allocator": alloc, "goal": goal}
         t0 = time.perf_counter()
@@ -320,6 +342,9 @@ def run_table(
         write_json(out_dir / "criteria.json", table)
     table["ranking"] = ranking(table)
     write_json(out_dir / "criteria.json", table)
+    if cfg["adaptive"]:
+        table["adaptive"] = _adaptive_once(bench, table, earlier, out_dir)
+        write_json(out_dir / "criteria.json", table)
     atomic_write_text(out_dir / "criteria.md", markdown(table))
     try:
         table["plot"] = str(plot(table, out_dir / "criteria.png"))
@@ -328,6 +353,109 @@ def run_table(
         table["plot_error"] = repr(exc)
     write_json(out_dir / "criteria.json", table)
     return table
+
+
+def measured_before(path: Path, cfg: dict[str, Any], flops: int) -> dict[str, Any] | None:
+    """An earlier criteria.json in the output folder when it was measured with the same
+    protocol (refit, images, floors, recovery steps) from a model of the same FLOPs; else None
+    (a different protocol is measured afresh, never mixed in)."""
+    if not path.is_file():
+        return None
+    import json
+
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+        same = all(old["settings"].get(k) == v for k, v in cfg.items() if k not in _LIST_KEYS)
+        if same and old["unpruned"]["flops"] == flops:
+            return old
+    except (ValueError, KeyError, TypeError):
+        pass
+    log.warning("%s: another protocol or model; measuring every cell afresh", path)
+    return None
+
+
+def _adaptive_once(
+    bench: Bench, table: dict[str, Any], earlier: dict[str, Any] | None, out_dir: Path
+) -> dict[str, Any]:
+    """The seed method's cycles (kept from an earlier run with the same adaptive settings)."""
+    a = bench.cfg["adaptive"]
+    crit = a["criterion"] or next(
+        (r["method"] for r in table["ranking"] if r["method"] in IMPORTANCE), None
+    )
+    old = (earlier or {}).get("adaptive") or {}
+    if old.get("criterion") == crit and old.get("settings") == a and old.get("points"):
+        return old
+    try:
+        return adaptive_points(bench, crit, out_dir / "adaptive", table["unpruned"])
+    except Exception as exc:  # the table's cells stay whatever the seed run does
+        log.warning("adaptive run failed: %s", exc)
+        return {"criterion": crit, "settings": a, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def adaptive_points(
+    bench: Bench, criterion: str, out_dir: Path, unpruned: dict[str, Any]
+) -> dict[str, Any]:
+    """Run the Slimming strategy (the seed method: learned threshold, channel + layer
+    pruning, cycles) from the table's model with the table's protocol; one point per cycle."""
+    from compress.evaluate import model_figures
+    from compress.prune.reconstruct import REFIT_DEFAULTS as _REFIT
+    from compress.prune.run import Context, prune_rounds
+    from compress.prune.slimming import Slimming
+
+    a, cfg = bench.cfg["adaptive"], bench.cfg
+    steps = int(cfg["recover_steps"])
+    prune_cfg = {
+        "importance": criterion,
+        "threshold": a["threshold"],
+        "cycles": int(a["cycles"]),
+        "layers": bool(a["layers"]),
+        "round_to": cfg["round_to"],
+        "min_channels": cfg["min_channels"],
+        "min_fraction": cfg["min_fraction"],
+        "feature_images": cfg["feature_images"],
+        "target_flops": min(cfg["flops"]),
+        "max_ap_drop": 1.0,  # every cycle is a point; the table is not a shipping decision
+        "compare_baseline": False,
+    }
+    strategy = Slimming({"prune": prune_cfg, "sparsity": {"epochs": 0}})
+    strategy.recovers = steps > 0
+
+    def recover(model: nn.Module, _out: Path, _teacher: nn.Module) -> tuple[nn.Module, dict]:
+        bench.recover(model, steps)
+        return model, {"steps": steps}
+
+    ctx = Context(
+        evaluate=bench.evaluate,
+        recover=recover,
+        sparsify=lambda *_: {},
+        accumulate_grads=None,
+        train_ds=bench.train_ds,
+        refit={**_REFIT, **cfg["reconstruct"]} if cfg["reconstruct"] else None,
+        baseline=model_figures(bench.model, unpruned),
+        teacher=bench.teacher,
+    )
+    _, report = prune_rounds(copy.deepcopy(bench.model), ctx, strategy, out_dir)
+    points = []
+    for c in report["cycles"]:
+        if "recovered" not in c:
+            continue
+        fig = c["recovered"]
+        points.append(
+            {
+                "cycle": c["cycle"],
+                "flops_ratio": round(fig["flops"] / bench.flops.full, 4),
+                "AP50": fig.get("AP50"),
+                "AP50_95": fig.get("AP50_95"),
+                "threshold": c["prune"].get("threshold", {}).get("value"),
+                "removed_shortcuts": len(c["prune"].get("layers", {}).get("removed_shortcuts", [])),
+            }
+        )
+    return {
+        "criterion": criterion,
+        "settings": a,
+        "stop_reason": report["stop_reason"],
+        "points": points,
+    }
 
 
 def ranking(table: dict[str, Any]) -> list[dict[str, Any]]:
@@ -379,7 +507,21 @@ def markdown(table: dict[str, Any]) -> str:
     errors = [
         f"- {r['method']} @ {r['goal']:g}x: {r['error']}" for r in table["rows"] if "error" in r
     ]
-    return "\n".join(lines + ([""] + errors if errors else [])) + "\n"
+    return "\n".join(lines + adaptive_lines(table) + ([""] + errors if errors else [])) + "\n"
+
+
+def adaptive_lines(table: dict[str, Any]) -> list[str]:
+    a = table.get("adaptive")
+    if not a:
+        return []
+    head = f"Seed method (adaptive {a['settings']['threshold']} threshold on {a['criterion']}, channel + layer pruning in cycles, same refit)"
+    if "error" in a:
+        return ["", f"{head}: failed: {a['error']}"]
+    cells = [
+        f"cycle {p['cycle']}: {p['AP50']:.3f} / {p['AP50_95']:.3f} ({p['flops_ratio']:.2f}x)"
+        for p in a["points"]
+    ]
+    return ["", f"{head}: " + "; ".join(cells) + "."]
 
 
 def plot(table: dict[str, Any], path: Path) -> Path:
@@ -405,6 +547,19 @@ def plot(table: dict[str, Any], path: Path) -> Path:
             marker="osD^v<>"[k % 7],
             ms=4,
             label=name,
+        )
+    a = table.get("adaptive") or {}
+    if a.get("points"):
+        pts = [(1.0, table["unpruned"]["AP50"])] + [
+            (p["flops_ratio"], p["AP50"]) for p in a["points"]
+        ]
+        ax.plot(
+            [p[0] for p in pts],
+            [p[1] for p in pts],
+            "k:",
+            marker="X",
+            ms=8,
+            label=f"adaptive {a['settings']['threshold']} ({a['criterion']}), cycles",
         )
     ax.plot([1.0], [table["unpruned"]["AP50"]], "k*", ms=12, label="unpruned")
     ax.set_xlabel("FLOPs (fraction of the unpruned model)")
