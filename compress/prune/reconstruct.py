@@ -155,27 +155,68 @@ def refit_convs(
     pruned.eval()
     report: dict[str, Any] = {}
     try:
-        for n, t in enumerate(targets):
-            if t.pruned.groups != 1:
-                continue
-            report[t.name] = _refit(original, pruned, t, positions, ridge, batches, seed + n)
+        active = [(n, t) for n, t in enumerate(targets) if t.pruned.groups == 1]
+        wanted = _sample_targets(original, active, batches, positions, seed)
+        for (_, t), samples in zip(active, wanted):
+            report[t.name] = _refit(pruned, t, ridge, batches, samples)
     finally:
         original.train(was[0])
         pruned.train(was[1])
     return report
 
 
-def _refit(
+def _sample_targets(
     original: nn.Module,
+    active: list[tuple[int, Target]],
+    batches: list[torch.Tensor],
+    positions: int,
+    seed: int,
+) -> list[list[tuple[torch.Tensor, torch.Tensor, int]]]:
+    """Per target, per batch: (picked output positions, the unpruned conv's kept outputs
+    there, output width). One forward of the unpruned model per batch serves every target,
+    where a forward per target and batch cost as much as the refit itself; each target draws
+    its positions from its own generator (seed + its index), batch after batch."""
+    gens = [torch.Generator().manual_seed(seed + n) for n, _ in active]
+    wanted: list[list[tuple[torch.Tensor, torch.Tensor, int]]] = [[] for _ in active]
+    for images in batches:
+        outputs = _outputs(original, [t.original for _, t in active], images)
+        for k, ((_, t), y) in enumerate(zip(active, outputs)):
+            conv, dev = t.original, y.device
+            y = y[:, torch.tensor(t.out_idx, device=dev)]  # pre-BN, kept filters
+            if conv.bias is not None:
+                y = y - conv.bias[t.out_idx].view(1, -1, 1, 1)  # what the weights must produce
+            pick = _positions(y.shape[2] * y.shape[3], positions, gens[k]).to(dev)
+            wanted[k].append((pick, y.flatten(2)[:, :, pick], y.shape[3]))
+    return wanted
+
+
+def _outputs(model: nn.Module, convs: list[nn.Conv2d], images: torch.Tensor) -> list[torch.Tensor]:
+    """The outputs of `convs` (their first call) in one forward pass of `model`."""
+    got: dict[int, torch.Tensor] = {}
+
+    def hook_for(k: int):
+        def hook(_m, _inputs, output):
+            got.setdefault(k, output)
+
+        return hook
+
+    handles = [c.register_forward_hook(hook_for(k)) for k, c in enumerate(convs)]
+    try:
+        model(images)
+    finally:
+        for h in handles:
+            h.remove()
+    return [got[k] for k in range(len(convs))]
+
+
+def _refit(
     pruned: nn.Module,
     t: Target,
-    positions: int,
     ridge: float,
     batches: list[torch.Tensor],
-    seed: int,
+    samples: list[tuple[torch.Tensor, torch.Tensor, int]],
 ) -> dict[str, float]:
     conv, bn, nconv, nbn = t.original, t.original_bn, t.pruned, t.pruned_bn
-    gen = torch.Generator().manual_seed(seed)
     # The intercept needs somewhere to go: the BN's running mean or the conv's bias.
     free = nbn is not None or nconv.bias is not None
     k = nconv.in_channels * nconv.kernel_size[0] * nconv.kernel_size[1] + int(free)
@@ -184,18 +225,13 @@ def _refit(
     xty = torch.zeros(k, len(t.out_idx), dtype=torch.float64, device=dev)
     yy = 0.0
     out = torch.tensor(t.out_idx, device=dev)
-    for images in batches:
-        y = _capture(original, conv, images, "output")[:, out]  # pre-BN, kept filters
-        if conv.bias is not None:
-            y = y - conv.bias[out].view(1, -1, 1, 1)  # fit what the weights must produce
+    for images, (pick, y, out_w) in zip(batches, samples):
         x = _capture(pruned, nconv, images, "input")
-        pick = _positions(y.shape[2] * y.shape[3], positions, gen).to(dev)
-        cols = patches(x, nconv, pick, y.shape[3])  # [B, Cin*k*k, P]
-        y = y.flatten(2)  # [B, Cout, L]
+        cols = patches(x, nconv, pick, out_w)  # [B, Cin*k*k, P]
         xs = cols.permute(0, 2, 1).reshape(-1, cols.shape[1]).double()
         if free:
             xs = torch.cat([xs, torch.ones(len(xs), 1, dtype=xs.dtype, device=dev)], 1)
-        ys = y[:, :, pick].permute(0, 2, 1).reshape(-1, len(t.out_idx)).double()
+        ys = y.permute(0, 2, 1).reshape(-1, len(t.out_idx)).double()
         xtx += xs.T @ xs
         xty += xs.T @ ys
         yy += float((ys**2).sum())
