@@ -46,6 +46,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--allocators", default=None, help="allocators beside the global ranking")
     p.add_argument("--val-images", type=int, default=None, help="score on the first N val images")
     p.add_argument("--recover-steps", type=int, default=None, help="equal recovery SGD steps")
+    p.add_argument(
+        "--no-adaptive", action="store_true", help="no seed-method (adaptive threshold) cycles"
+    )
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -71,6 +74,7 @@ def main(args: argparse.Namespace) -> int:
             allocators=_names(args.allocators),
             val_images=args.val_images,
             recover_steps=args.recover_steps,
+            **({"adaptive": False} if args.no_adaptive else {}),
         )
     except (ValueError, argparse.ArgumentTypeError) as exc:
         raise SystemExit(f"{args.recipe}: {exc}") from None
