@@ -4,7 +4,9 @@
 without them everything runs in one process. gloo on CPU, nccl on CUDA. Only rank 0 writes
 files. `cleanup_distributed()` puts a barrier before `destroy_process_group()`: on torch 2.14
 with gloo a process can abort at exit when the group is destroyed right after DDP work
-(DESIGN.md section 7).
+(DESIGN.md section 7). A process that `leave_group()`s goes on alone: a later
+`init_distributed()` (a trainer's) gives it a one-process `DistInfo` (the prune run after a
+structure search spread over the ranks finishes on rank 0 alone).
 
 A loss that averages over its targets (YOLO's box and class terms, SSD's matches) must divide
 by the global batch's count, not each rank's, or N processes train a different objective than
@@ -15,6 +17,7 @@ loss's counts over the ranks; outside it a loss keeps its own counts.
 from __future__ import annotations
 
 import atexit
+import datetime
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -52,19 +55,43 @@ def resolve_device(device: str | torch.device = "auto", local_rank: int = 0) -> 
     return device
 
 
-def init_distributed(device: str | torch.device = "auto") -> DistInfo:
-    """Join torchrun's process group when its variables are set (idempotent), else one process."""
+_LEFT: list[bool] = []  # [True] once this process left torchrun's group (leave_group)
+
+
+def init_distributed(
+    device: str | torch.device = "auto", timeout: datetime.timedelta | None = None
+) -> DistInfo:
+    """Join torchrun's process group when its variables are set (idempotent), else one process.
+    `timeout`: how long a collective waits for the other ranks (None: torch's default)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if world_size <= 1 and not dist.is_initialized():
-        return DistInfo(device=resolve_device(device))
+    if _LEFT or (world_size <= 1 and not dist.is_initialized()):
+        return DistInfo(device=resolve_device(device, local_rank))
     dev = resolve_device(device, local_rank)
     if not dist.is_initialized():
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, timeout=timeout)
         atexit.register(cleanup_distributed)
     return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, dev)
+
+
+def joined() -> DistInfo:
+    """The group this process already joined (init_distributed), or one process: never joins."""
+    if _LEFT or not dist.is_available() or not dist.is_initialized():
+        return DistInfo()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = dist.get_backend() == "nccl"
+    device = torch.device(f"cuda:{local_rank}") if cuda else torch.device("cpu")
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, device)
+
+
+def leave_group() -> None:
+    """Every rank: barrier, destroy the group, and go on as one process from here on."""
+    cleanup_distributed()
+    if not _LEFT:
+        _LEFT.append(True)
 
 
 def cleanup_distributed() -> None:
