@@ -33,10 +33,12 @@ class DistInfo:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    group: bool = False  # in a process group, even as its only rank (`one_rank_group`)
 
     @property
     def distributed(self) -> bool:
-        return self.world_size > 1
+        """Take the DDP code path: several ranks, or one rank in a process group of its own."""
+        return self.world_size > 1 or self.group
 
     @property
     def is_main(self) -> bool:
@@ -74,7 +76,23 @@ def init_distributed(
         backend = "nccl" if dev.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, timeout=timeout)
         atexit.register(cleanup_distributed)
-    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, dev)
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, dev, group=True)
+
+
+def one_rank_group(device: str | torch.device = "auto") -> DistInfo:
+    """Outside torchrun: a process group of this process alone (nccl on CUDA, gloo on the CPU),
+    so one process takes the DDP code path a rank of N takes (the GPU smoke test). Under
+    torchrun: its group, as `init_distributed`."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 or dist.is_initialized():
+        return init_distributed(device)
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    # an in-process store: a group of one needs no rendezvous address or port
+    backend = "nccl" if dev.type == "cuda" else "gloo"
+    dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+    atexit.register(cleanup_distributed)
+    return DistInfo(0, 1, 0, dev, group=True)
 
 
 def joined() -> DistInfo:
@@ -84,7 +102,7 @@ def joined() -> DistInfo:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     cuda = dist.get_backend() == "nccl"
     device = torch.device(f"cuda:{local_rank}") if cuda else torch.device("cpu")
-    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, device)
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, device, group=True)
 
 
 def leave_group() -> None:
