@@ -365,7 +365,10 @@ class Search:
     def prefetch(self, batch: Sequence[Sequence[int]]) -> dict[str, dict[str, Any]]:
         """The records of the batch's structures that are not cached yet, each computed once,
         spread over the ranks; `evaluate` then takes them in the batch's order, so the cache,
-        the counters and the log come out as in one process."""
+        the counters and the log come out as in one process. One process: none (`evaluate`
+        computes each in turn, and the progress bar moves per structure)."""
+        if not self.ranks.open:
+            return {}
         todo = {key_of(w): [int(x) for x in w] for w in batch}
         todo = {k: w for k, w in todo.items() if k not in self.cache}
         if not todo:

@@ -56,7 +56,7 @@ class Ranks:
 
     def __init__(self, info: DistInfo) -> None:
         self.info = info
-        self.open = info.distributed
+        self.open = info.distributed  # other ranks serve (False alone, and once closed)
 
     def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
         """Rank 0: `[fn(x) for x in items]`, each rank computing its share."""
