@@ -199,3 +199,13 @@ def test_a_strategy_that_does_not_spread_is_refused_under_torchrun(tmp_path, mon
     with pytest.raises(SystemExit, match="under torchrun only the structure searches spread"):
         main(argv + ["--method", "slimming"])
     assert not (tmp_path / "x").exists()
+
+
+def test_the_latency_budget_is_refused_over_ranks_before_any_work():
+    from compress.train.distributed import DistInfo
+
+    cfg = settings("random", fitness={**SMALL["fitness"], "budget": "latency"})
+    with pytest.raises(ValueError, match="budget latency cannot be spread over ranks"):
+        run_search(None, None, None, cfg, "unused", info=DistInfo(0, 2))
+    with pytest.raises(ValueError, match="budget latency cannot be spread over ranks"):
+        serve_search(None, None, None, cfg, DistInfo(1, 2))

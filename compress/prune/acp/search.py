@@ -611,6 +611,17 @@ class Search:
         }
 
 
+def check_ranks(cfg: dict[str, Any], info: DistInfo | None) -> None:
+    """A search that cannot be spread is refused before any work: the latency budget times
+    each candidate on the CPU, where N ranks timing side by side (and each its own unpruned
+    model) would make the fitness depend on the rank."""
+    if info is not None and info.distributed and cfg["fitness"]["budget"] == "latency":
+        raise ValueError(
+            "prune.fitness.budget latency cannot be spread over ranks (each rank would time "
+            "candidates while the others run): use budget flops under torchrun, or one process"
+        )
+
+
 def run_search(
     detector: nn.Module,
     train_ds: Any,
@@ -624,6 +635,7 @@ def run_search(
     `report["best"]["widths"]`) and its report. `cfg` is `resolve_settings(prune_section)`;
     `info`: the ranks to spread the evaluations over (rank 0 calls this, the others
     `serve_search`)."""
+    check_ranks(cfg, info)
     prep = prepare(detector, train_ds, val_ds, cfg)
     s = Search(detector, prep, cfg, out_dir, info)
     result = s.run(stop_after)
@@ -659,6 +671,7 @@ def serve_search(
     """A rank other than 0: prepare as rank 0 does (the same clusters, scores and fitness
     images: all deterministic), then evaluate this rank's share of each batch until rank 0's
     search ends. Writes nothing; returns the batches served."""
+    check_ranks(cfg, info)
     prep = prepare(detector, train_ds, val_ds, cfg)
     return Search(detector, prep, cfg, Path("."), info).serve()  # out_dir unused: no writes
 
