@@ -209,3 +209,19 @@ def test_the_latency_budget_is_refused_over_ranks_before_any_work():
         run_search(None, None, None, cfg, "unused", info=DistInfo(0, 2))
     with pytest.raises(ValueError, match="budget latency cannot be spread over ranks"):
         serve_search(None, None, None, cfg, DistInfo(1, 2))
+
+
+def test_a_candidates_fitness_leaves_the_global_generator_alone(tmp_path):
+    # rank 0 evaluates only its share: an optimiser drawing from torch's generator must see
+    # the same draws as in one process, so evaluating (with its seeded training) may not move it
+    from compress.prune.acp.search import prepare
+
+    yolo, train, val = _inputs()
+    cfg = settings("pso", **PSO_TRAINED)
+    search = Search(yolo, prepare(yolo, train, val, cfg), cfg, tmp_path)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    first = search.fitness([16, 24])
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.rand(5)  # whatever the generator's state, the candidate's fitness is the same
+    assert search.fitness([16, 24]) == first

@@ -321,10 +321,14 @@ class Search:
         recalibrate_bn(model, self.prep.calib)
         f = self.cfg["fitness"]
         if int(f["train_steps"]) > 0:
-            torch.manual_seed(int(self.cfg[self.cfg["optimizer"]]["seed"]))
-            train_steps(
-                model, self.prep.labelled_train, int(f["train_steps"]), float(f["train_lr"])
-            )
+            # Seeded alike for every candidate, inside a fork of the CPU generator: the training
+            # is the same on any rank, and the caller's generator (an optimiser may draw from
+            # it) does not depend on how many candidates this rank evaluated.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(self.cfg[self.cfg["optimizer"]]["seed"]))
+                train_steps(
+                    model, self.prep.labelled_train, int(f["train_steps"]), float(f["train_lr"])
+                )
         return model.eval()
 
     def build_final(self, widths: Sequence[int], train_ds: Any) -> tuple[nn.Module, dict[str, Any]]:
