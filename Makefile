@@ -22,12 +22,13 @@ VENV36 ?= .venv36
 NANO_PACKAGES := "numpy>=1.19,<1.20" "opencv-python-headless>=4.5,<4.7" "onnxruntime==1.10.*" \
 	"pytest>=7,<7.1" "pytest-timeout>=2,<2.2"
 
-.PHONY: setup setup-dev test test-py36 lint format assets prune-yolo prune-ssd export bench clean help
+.PHONY: setup setup-dev test test-py36 lint format assets prune-yolo prune-ssd gpu-smoke export bench clean help
 
 help:
 	@echo "make prune-yolo [RECIPE=configs/x.yaml PROFILE=quick|full|smoke]   compress a YOLO end to end"
 	@echo "make test                                 lint, py3.6 check, device tests on Python 3.6, pytest"
 	@echo "make prune-ssd | export | bench | assets | docker-jetson | docker-workstation | deploy JETSON=user@host"
+	@echo "make gpu-smoke [GPU_SMOKE_ARGS=\"--steps 50\"]      the full profile's CUDA path: train/eval images/s"
 
 # The venv is (re)built when pyproject.toml changes; the stamp files say which extras are in.
 $(VENV)/.host-installed: pyproject.toml
@@ -88,6 +89,12 @@ prune-ssd: setup
 
 export: setup
 	$(PY) -m export onnx --run $(RUN)
+
+# The full profile's CUDA path (AMP, channels-last, DDP on NCCL, GPU eval) for a few steps on
+# coco-person-val2017: images/s for training and evaluation. Without CUDA: one line, status 3.
+GPU_SMOKE_ARGS ?=
+gpu-smoke: setup
+	$(PY) -m compress gpu-smoke --recipe $(RECIPE) $(GPU_SMOKE_ARGS)
 
 clean:
 	rm -rf runs .pytest_cache

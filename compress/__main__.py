@@ -40,6 +40,10 @@ VERBS: dict[str, tuple[str, str]] = {
         "import a TF1 Object Detection API SSD frozen graph",
     ),
     "pipeline": ("compress.pipeline", "run a whole recipe end to end into one run folder"),
+    "gpu-smoke": (
+        "compress.gpu_smoke",
+        "the full profile's CUDA path (AMP, channels-last, DDP on NCCL, GPU eval): images/s",
+    ),
 }
 
 # verb -> the arguments it stands for in front of the user's (an alias of another verb)

@@ -13,17 +13,30 @@ the strategy (default: the recipe's `prune.method`); each strategy has its own f
 and its flags override the recipe's `prune:` section. A `--method` other than the recipe's
 starts from that strategy's defaults. `--model` starts from a saved model folder instead of
 the recipe's `model:` section. `python -m compress search` is this verb with `--method acp`.
+
+    torchrun --nproc_per_node N -m compress prune --method pso|ga|random ... (any search)
+
+spreads each batch of the search's fitness evaluations over N processes (gloo; the candidates
+are scored on the CPU): the chosen structure is the one-process run's, rank 0 writes every
+file, and after the search rank 0 finishes the run (refit, recovery, evaluation, save) alone.
+Strategies that do not spread (slimming) are refused under torchrun.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
 from compress.prune.run import STRATEGIES
+
+# Under torchrun the ranks other than 0 wait for rank 0's first batch while it measures the
+# unpruned model on the held-out set (one CPU thread per rank by default), which can outlast
+# gloo's 30-minute default on a large model.
+GROUP_TIMEOUT = datetime.timedelta(hours=3)
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -85,12 +98,25 @@ def main(args: argparse.Namespace) -> int:
     recipe["prune"] = prune_section(args, recipe.get("prune") or {})
     import torch
 
-    from compress.prune.run import prune_from_recipe
+    from compress.prune.run import prune_from_recipe, serve_from_recipe
     from compress.recipe import load_inputs
+    from compress.train.distributed import init_distributed
 
+    method = recipe["prune"]["method"]
+    info = init_distributed("cpu", timeout=GROUP_TIMEOUT)
+    if info.distributed and not STRATEGIES[method].spreads:
+        spread = ", ".join(n for n, s in STRATEGIES.items() if s.spreads)
+        raise SystemExit(
+            f"prune --method {method} runs in one process; under torchrun only the structure "
+            f"searches spread over ranks ({spread})"
+        )
     if args.threads:
         torch.set_num_threads(args.threads)
     detector, train_ds, val_ds = load_inputs(recipe, args.model)
+    if not info.is_main:
+        logging.getLogger().setLevel(logging.WARNING)  # rank 0 reports; the others serve
+        serve_from_recipe(detector, train_ds, val_ds, recipe)
+        return 0
     _, report = prune_from_recipe(detector, train_ds, val_ds, recipe, Path(args.out))
     keys = ("method", "stop_reason", "baseline", "final", "model")
     print(json.dumps({k: report[k] for k in keys if k in report}, indent=2))
@@ -98,6 +124,7 @@ def main(args: argparse.Namespace) -> int:
     if search:
         print(
             f"search: {search['evaluated']} candidates, {search['candidates_per_minute'] or 0:.1f}/min, "
-            f"cache hit rate {search['cache_hit_rate']:.2f}"
+            f"cache hit rate {search['cache_hit_rate']:.2f}, {search['world_size']} rank(s), "
+            f"{report['search_seconds']:.1f} s"
         )
     return 0

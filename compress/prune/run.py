@@ -9,6 +9,10 @@ sparsity trainer, recovery method, refit settings, the datasets). `STRATEGIES` n
 strategies (`prune.method` / `--method`); a strategy only chooses (see `strategy.py`).
 
     model, report = prune(detector, Context.from_recipe(recipe, train_ds, val_ds), out_dir)
+
+Under torchrun rank 0 calls `prune_from_recipe` and the other ranks `serve_from_recipe`: they
+do their share of what the strategy spreads (a search's evaluations), then exit; everything
+after the choice runs on rank 0 alone (strategy.py).
 """
 
 from __future__ import annotations
@@ -326,3 +330,12 @@ def prune_from_recipe(
     strategy = strategy_for(recipe)
     ctx = Context.from_recipe(recipe, train_ds, val_ds, baseline)
     return prune(detector, ctx, out_dir, strategy)
+
+
+def serve_from_recipe(
+    detector: nn.Module, train_ds: Any, val_ds: Any, recipe: dict[str, Any]
+) -> None:
+    """A rank other than 0 under torchrun: serve rank 0's `prune_from_recipe` (its strategy's
+    spread part) until that part is done. Writes nothing."""
+    strategy = strategy_for(recipe)
+    strategy.serve(detector, Context.from_recipe(recipe, train_ds, val_ds))

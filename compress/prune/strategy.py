@@ -11,6 +11,10 @@ baseline) come from `beside` and go through the same steps.
 
 To add one: subclass `Strategy`, write `choose` (and `resolve`, `add_arguments` /
 `overrides` for its settings and flags), add one line to `STRATEGIES`.
+
+Under torchrun (`torchrun --nproc_per_node N -m compress prune ...`) rank 0 runs the prune
+run; a strategy that spreads its choice over the ranks (`spreads`, the structure searches)
+has the other ranks `serve` it while rank 0 chooses. Every other strategy is refused there.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ class Strategy(ABC):
     name: ClassVar[str]
     help: ClassVar[str] = ""
     recovers: bool = True  # the run recovers each cut (False: the cut model is final)
+    spreads: ClassVar[bool] = False  # `serve` exists: the choice is spread over torchrun's ranks
 
     def __init__(self, recipe: dict[str, Any]) -> None:
         self.recipe = recipe
@@ -85,6 +90,11 @@ class Strategy(ABC):
     @abstractmethod
     def choose(self, model: nn.Module, ctx: Context, out_dir: Path) -> Choice:
         """The structure to cut from `model` this round."""
+
+    def serve(self, model: nn.Module, ctx: Context) -> None:
+        """On a rank other than 0: this rank's share of rank 0's `choose`, until it is done
+        (then the rank leaves the group). Only for a strategy that `spreads`."""
+        raise NotImplementedError(f"prune --method {self.name} does not spread over ranks")
 
     def beside(
         self, k: int, choice: Choice, rec: dict[str, Any], ctx: Context

@@ -4,7 +4,9 @@
 without them everything runs in one process. gloo on CPU, nccl on CUDA. Only rank 0 writes
 files. `cleanup_distributed()` puts a barrier before `destroy_process_group()`: on torch 2.14
 with gloo a process can abort at exit when the group is destroyed right after DDP work
-(DESIGN.md section 7).
+(DESIGN.md section 7). A process that `leave_group()`s goes on alone: a later
+`init_distributed()` (a trainer's) gives it a one-process `DistInfo` (the prune run after a
+structure search spread over the ranks finishes on rank 0 alone).
 
 A loss that averages over its targets (YOLO's box and class terms, SSD's matches) must divide
 by the global batch's count, not each rank's, or N processes train a different objective than
@@ -15,6 +17,7 @@ loss's counts over the ranks; outside it a loss keeps its own counts.
 from __future__ import annotations
 
 import atexit
+import datetime
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,10 +33,12 @@ class DistInfo:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    group: bool = False  # in a process group, even as its only rank (`one_rank_group`)
 
     @property
     def distributed(self) -> bool:
-        return self.world_size > 1
+        """Take the DDP code path: several ranks, or one rank in a process group of its own."""
+        return self.world_size > 1 or self.group
 
     @property
     def is_main(self) -> bool:
@@ -52,19 +57,59 @@ def resolve_device(device: str | torch.device = "auto", local_rank: int = 0) -> 
     return device
 
 
-def init_distributed(device: str | torch.device = "auto") -> DistInfo:
-    """Join torchrun's process group when its variables are set (idempotent), else one process."""
+_LEFT: list[bool] = []  # [True] once this process left torchrun's group (leave_group)
+
+
+def init_distributed(
+    device: str | torch.device = "auto", timeout: datetime.timedelta | None = None
+) -> DistInfo:
+    """Join torchrun's process group when its variables are set (idempotent), else one process.
+    `timeout`: how long a collective waits for the other ranks (None: torch's default)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if world_size <= 1 and not dist.is_initialized():
-        return DistInfo(device=resolve_device(device))
+    if _LEFT or (world_size <= 1 and not dist.is_initialized()):
+        return DistInfo(device=resolve_device(device, local_rank))
     dev = resolve_device(device, local_rank)
     if not dist.is_initialized():
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, timeout=timeout)
         atexit.register(cleanup_distributed)
-    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, dev)
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, dev, group=True)
+
+
+def one_rank_group(device: str | torch.device = "auto") -> DistInfo:
+    """Outside torchrun: a process group of this process alone (nccl on CUDA, gloo on the CPU),
+    so one process takes the DDP code path a rank of N takes (the GPU smoke test). Under
+    torchrun: its group, as `init_distributed`."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 or dist.is_initialized():
+        return init_distributed(device)
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    # an in-process store: a group of one needs no rendezvous address or port
+    backend = "nccl" if dev.type == "cuda" else "gloo"
+    dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+    atexit.register(cleanup_distributed)
+    return DistInfo(0, 1, 0, dev, group=True)
+
+
+def joined() -> DistInfo:
+    """The group this process already joined (init_distributed), or one process: never joins."""
+    if _LEFT or not dist.is_available() or not dist.is_initialized():
+        return DistInfo()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = dist.get_backend() == "nccl"
+    device = torch.device(f"cuda:{local_rank}") if cuda else torch.device("cpu")
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, device, group=True)
+
+
+def leave_group() -> None:
+    """Every rank: barrier, destroy the group, and go on as one process from here on."""
+    cleanup_distributed()
+    if not _LEFT:
+        _LEFT.append(True)
 
 
 def cleanup_distributed() -> None:

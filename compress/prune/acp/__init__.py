@@ -8,6 +8,7 @@ Pieces, each importable on its own:
   pso      the particle swarm (per-dimension velocities, falling inertia, clamp)
   optimizers  pso, ga and random behind one ask/tell interface
   search   the search loop: budget projection, cache, resumable state, log, report
+  spread   each batch's new structures evaluated over torchrun's ranks, rank 0 the only writer
   strategy the `acp`/`pso`, `ga` and `random` prune strategies (compress.prune.run.STRATEGIES):
            the search's best structure, cut and refitted by the prune run
 """

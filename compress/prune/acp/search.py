@@ -25,6 +25,10 @@ because the clustered start alone is usually far above any useful budget.
 The state (optimiser, cache, history, log, counters) is written atomically after every cycle to
 `<out_dir>/acp_state.json`; a search started again on the same out_dir with `resume: true`
 goes on from there and gives the same result as an uninterrupted one.
+
+Under torchrun each batch's new structures are evaluated over the ranks (spread.py): rank 0
+runs this loop and writes every file, the others `serve`; the result is the one-process
+result, and a state written by N ranks resumes on any number.
 """
 
 from __future__ import annotations
@@ -65,7 +69,9 @@ from compress.prune.acp.groups import (
 from compress.prune.acp.inherit import batchnorms, inherit, recalibrate_bn, train_steps
 from compress.prune.acp.optimizers import GA_DEFAULTS, OPTIMIZERS, RANDOM_DEFAULTS
 from compress.prune.acp.pso import PSO_DEFAULTS
+from compress.prune.acp.spread import Ranks
 from compress.prune.reconstruct import REFIT_DEFAULTS, refit_convs, refit_images
+from compress.train.distributed import DistInfo
 
 log = logging.getLogger(__name__)
 
@@ -281,9 +287,17 @@ class Search:
     """Evaluate structures (cached) and run the optimiser, resumably."""
 
     def __init__(
-        self, detector: nn.Module, prep: Prepared, cfg: dict[str, Any], out_dir: str | Path
+        self,
+        detector: nn.Module,
+        prep: Prepared,
+        cfg: dict[str, Any],
+        out_dir: str | Path,
+        info: DistInfo | None = None,
     ) -> None:
+        """`info`: torchrun's ranks the evaluations spread over (default: this process)."""
         self.detector, self.prep, self.cfg = detector, prep, cfg
+        self.ranks = Ranks(info or DistInfo())
+        self.world_size = self.ranks.info.world_size
         self.out_dir = Path(out_dir)
         self.state_path = self.out_dir / STATE_FILE
         self.cache: dict[str, dict[str, Any]] = {}
@@ -307,10 +321,14 @@ class Search:
         recalibrate_bn(model, self.prep.calib)
         f = self.cfg["fitness"]
         if int(f["train_steps"]) > 0:
-            torch.manual_seed(int(self.cfg[self.cfg["optimizer"]]["seed"]))
-            train_steps(
-                model, self.prep.labelled_train, int(f["train_steps"]), float(f["train_lr"])
-            )
+            # Seeded alike for every candidate, inside a fork of the CPU generator: the training
+            # is the same on any rank, and the caller's generator (an optimiser may draw from
+            # it) does not depend on how many candidates this rank evaluated.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(self.cfg[self.cfg["optimizer"]]["seed"]))
+                train_steps(
+                    model, self.prep.labelled_train, int(f["train_steps"]), float(f["train_lr"])
+                )
         return model.eval()
 
     def build_final(self, widths: Sequence[int], train_ds: Any) -> tuple[nn.Module, dict[str, Any]]:
@@ -334,25 +352,52 @@ class Search:
         seen = sum(len(x) for x in images)
         return model.eval(), {"reconstruct": {"images": seen, "layers": layers}}
 
-    def evaluate(self, widths: Sequence[int]) -> dict[str, Any]:
-        key = key_of(widths)
-        if key in self.cache:
-            self.hits += 1
-            return self.cache[key]
-        t0 = time.time()
+    def fitness(self, widths: Sequence[int]) -> dict[str, Any]:
+        """The record of one structure, uncached: a function of `widths` alone, so any rank
+        may compute it."""
         f = self.cfg["fitness"]
         model = self.build(widths)
         accuracy = fit.PROXIES[f["proxy"]](model, self.prep.ctx)
         cost = fit.COSTS[f["budget"]](model, self.prep.ctx) / self.prep.ctx.base_cost
-        record = {
+        return {
             "widths": [int(w) for w in widths],
             "accuracy": float(accuracy),
             "cost_ratio": float(cost),
             "fitness": float(fit.combine(accuracy, cost, f)),
         }
+
+    def prefetch(self, batch: Sequence[Sequence[int]]) -> dict[str, dict[str, Any]]:
+        """The records of the batch's structures that are not cached yet, each computed once,
+        spread over the ranks; `evaluate` then takes them in the batch's order, so the cache,
+        the counters and the log come out as in one process. One process: none (`evaluate`
+        computes each in turn, and the progress bar moves per structure)."""
+        if not self.ranks.open:
+            return {}
+        todo = {key_of(w): [int(x) for x in w] for w in batch}
+        todo = {k: w for k, w in todo.items() if k not in self.cache}
+        if not todo:
+            return {}
+        t0 = time.time()
+        records = self.ranks.map(self.fitness, list(todo.values()))
+        self.eval_seconds += time.time() - t0
+        return dict(zip(todo, records))
+
+    def evaluate(
+        self, widths: Sequence[int], ready: dict[str, dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        """The cached record of `widths` (`ready`: records `prefetch` computed)."""
+        key = key_of(widths)
+        if key in self.cache:
+            self.hits += 1
+            return self.cache[key]
+        if ready and key in ready:
+            record = ready[key]
+        else:
+            t0 = time.time()
+            record = self.fitness(widths)
+            self.eval_seconds += time.time() - t0
         self.cache[key] = record
         self.evaluated += 1
-        self.eval_seconds += time.time() - t0
         return record
 
     def flops_ratio(self, widths: Sequence[int]) -> float:
@@ -454,7 +499,22 @@ class Search:
         }
 
     def run(self, stop_after: int | None = None) -> dict[str, Any]:
-        """Run until the optimiser's generations are done (or `stop_after` in this call)."""
+        """Run until the optimiser's generations are done (or `stop_after` in this call).
+        Under torchrun this is rank 0's; when it returns, the serving ranks are released and
+        the group left (spread.py)."""
+        if not self.ranks.info.is_main:
+            raise RuntimeError(f"rank {self.ranks.info.rank}: the search runs on rank 0; serve()")
+        try:
+            return self._run(stop_after)
+        finally:
+            self.ranks.close()
+
+    def serve(self) -> int:
+        """A rank other than 0: evaluate this rank's share of rank 0's batches until its search
+        ends. Writes nothing. Returns the number of batches served."""
+        return self.ranks.serve(self.fitness)
+
+    def _run(self, stop_after: int | None) -> dict[str, Any]:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if not self.load_state():
             self.initialise()
@@ -469,8 +529,10 @@ class Search:
         done = 0
         while not opt.finished and (stop_after is None or done < stop_after):
             records = []
-            for pos in opt.ask():
-                record = self.evaluate(widths_of_ratios(pos, self.prep.units, self.cfg))
+            batch = [widths_of_ratios(pos, self.prep.units, self.cfg) for pos in opt.ask()]
+            ready = self.prefetch(batch)
+            for widths in batch:
+                record = self.evaluate(widths, ready)
                 records.append(record)
                 self.note(record, opt.generation + 1)
                 bar.update(1)
@@ -546,10 +608,22 @@ class Search:
             "cache_hits": self.hits,
             "cache_hit_rate": self.hits / lookups if lookups else 0.0,
             "eval_seconds": round(self.eval_seconds, 2),
+            "world_size": self.world_size,
             "candidates_per_minute": 60.0 * self.evaluated / self.eval_seconds
             if self.eval_seconds
             else None,
         }
+
+
+def check_ranks(cfg: dict[str, Any], info: DistInfo | None) -> None:
+    """A search that cannot be spread is refused before any work: the latency budget times
+    each candidate on the CPU, where N ranks timing side by side (and each its own unpruned
+    model) would make the fitness depend on the rank."""
+    if info is not None and info.distributed and cfg["fitness"]["budget"] == "latency":
+        raise ValueError(
+            "prune.fitness.budget latency cannot be spread over ranks (each rank would time "
+            "candidates while the others run): use budget flops under torchrun, or one process"
+        )
 
 
 def run_search(
@@ -559,11 +633,15 @@ def run_search(
     cfg: dict[str, Any],
     out_dir: str | Path,
     stop_after: int | None = None,
+    info: DistInfo | None = None,
 ) -> tuple[Search, dict[str, Any]]:
     """Cluster and run the optimiser. Returns the search (its best structure is
-    `report["best"]["widths"]`) and its report. `cfg` is `resolve_settings(prune_section)`."""
+    `report["best"]["widths"]`) and its report. `cfg` is `resolve_settings(prune_section)`;
+    `info`: the ranks to spread the evaluations over (rank 0 calls this, the others
+    `serve_search`)."""
+    check_ranks(cfg, info)
     prep = prepare(detector, train_ds, val_ds, cfg)
-    s = Search(detector, prep, cfg, out_dir)
+    s = Search(detector, prep, cfg, out_dir, info)
     result = s.run(stop_after)
     best = result["best"]["widths"]
     units = [
@@ -585,6 +663,21 @@ def run_search(
         "per_layer": units,
     }
     return s, report
+
+
+def serve_search(
+    detector: nn.Module,
+    train_ds: Any,
+    val_ds: Any,
+    cfg: dict[str, Any],
+    info: DistInfo,
+) -> int:
+    """A rank other than 0: prepare as rank 0 does (the same clusters, scores and fitness
+    images: all deterministic), then evaluate this rank's share of each batch until rank 0's
+    search ends. Writes nothing; returns the batches served."""
+    check_ranks(cfg, info)
+    prep = prepare(detector, train_ds, val_ds, cfg)
+    return Search(detector, prep, cfg, Path("."), info).serve()  # out_dir unused: no writes
 
 
 def search(

@@ -45,6 +45,7 @@ class SearchStrategy(Strategy):
 
     optimizer: str = "pso"
     defaults: ClassVar[dict[str, Any]] = {}  # over search.ACP_DEFAULTS
+    spreads = True  # each batch's evaluations over torchrun's ranks (spread.py)
 
     def __init__(self, recipe: dict[str, Any]) -> None:
         super().__init__(recipe)
@@ -125,9 +126,12 @@ class SearchStrategy(Strategy):
         from compress.prune.acp.inherit import inherit
         from compress.prune.acp.search import run_search
         from compress.prune.reconstruct import refit_convs
+        from compress.train.distributed import joined
 
         t0 = time.time()
-        search, report = run_search(model, ctx.train_ds, ctx.val_ds, self.cfg, out_dir)
+        search, report = run_search(
+            model, ctx.train_ds, ctx.val_ds, self.cfg, out_dir, info=joined()
+        )
         report["search_seconds"] = round(time.time() - t0, 1)
         report["inherit"] = self.cfg["inherit"]
         widths = report["best"]["widths"]
@@ -147,6 +151,12 @@ class SearchStrategy(Strategy):
             return refit_convs(model, pruned, targets, images, positions, ridge)
 
         return Choice(model, compact, refit, report)
+
+    def serve(self, model: nn.Module, ctx: Context) -> None:
+        from compress.prune.acp.search import serve_search
+        from compress.train.distributed import joined
+
+        serve_search(model, ctx.train_ds, ctx.val_ds, self.cfg, joined())
 
     def report(
         self,
@@ -174,6 +184,7 @@ class SearchStrategy(Strategy):
             "params_ratio": final["params"] / baseline["params"],
             "search": search,
             "search_seconds": seconds,
+            "world_size": search["world_size"],
             "per_layer": per_layer,
             "recovery": recovery,
         }
