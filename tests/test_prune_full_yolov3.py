@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from compress.evaluate import model_figures
-from compress.models.load import load_detector, load_detector_dir, save_detector
+from compress.models.load import load_detector, load_detector_dir
 from compress.prune.graph import prunable_bns
 from compress.prune.importance import IMPORTANCE
 from compress.prune.run import Context, prune, prune_rounds, strategy_for
@@ -134,7 +134,8 @@ def test_every_criterion_cuts_full_yolov3_by_70_percent(yolov3, data, criterion,
     assert report["stop_reason"].startswith("FLOPs target reached")
     assert _shortcuts(pruned) < _shortcuts(yolov3)
     assert report["cycles"][0]["prune"]["layers"]["removed_shortcuts"]
-    again = load_detector_dir(save_detector(pruned, tmp_path / "model"))
+    # the model folder the run saved for its last cycle: what the pipeline hands on
+    again = load_detector_dir(report["cycles"][-1]["model"])
     assert again.blocks == pruned.blocks
     x = _image(val_ds, again)
     _same_outputs(pruned, again, x)
@@ -143,18 +144,25 @@ def test_every_criterion_cuts_full_yolov3_by_70_percent(yolov3, data, criterion,
     assert scores.shape[-1] == 1 and torch.isfinite(boxes).all() and torch.isfinite(scores).all()
 
 
+# The least-squares refit runs in one of the two: on full YOLOv3 it is some 50 solves of up to
+# 4,600 unknowns whatever the input size, most of this module's time if it ran in both.
+REFIT = {"images": 2, "positions": 64}
+
+
 @pytest.mark.assets
-@pytest.mark.parametrize("name", sorted(RECIPES))
-def test_full_yolov3_prune_run_end_to_end_loads_and_exports(assets, data, name, tmp_path):
+@pytest.mark.parametrize(
+    "name, refit", [("yolov3", REFIT), ("yolov3-spp", False)], ids=["yolov3-refit", "yolov3-spp"]
+)
+def test_full_yolov3_prune_run_end_to_end_loads_and_exports(assets, data, name, refit, tmp_path):
     """The whole prune run `python -m compress prune --method slimming` makes (sparsity
     training, cut, least-squares refit, evaluation, fine-tuning, model/ + report.json),
-    then the ONNX export with onnxruntime parity."""
+    then the ONNX export with the recipe's export settings and onnxruntime parity."""
     pytest.importorskip("onnxruntime")
     from export.onnx_export import export_bundle
 
     train_ds, val_ds = data
     model = _random_yolo(assets, name)
-    recipe = _recipe(name, reconstruct={"images": 2, "positions": 64})
+    recipe = _recipe(name, reconstruct=refit)
     recipe["sparsity"]["epochs"] = 1
     recipe["recover"]["epochs"] = 1
     recipe["train"].update(batch_size=2, progress=False)
@@ -164,11 +172,19 @@ def test_full_yolov3_prune_run_end_to_end_loads_and_exports(assets, data, name, 
     assert "AP50" in report["final"] and (tmp_path / "report.json").is_file()
     assert _shortcuts(pruned) < _shortcuts(model)
     cycle = report["cycles"][0]
-    assert cycle["gamma_log"] and cycle["prune"]["reconstruct"]["layers"]
+    assert cycle["gamma_log"] and cycle["recover"]["method"] == "finetune"
+    assert bool(refit) == bool((cycle["prune"].get("reconstruct") or {}).get("layers"))
     again = load_detector_dir(tmp_path / "model")
     x = _image(val_ds, again)
     _same_outputs(pruned, again, x)
-    out = export_bundle(again, tmp_path / "pruned.onnx", f"{name}-pruned", simplify=False,
-                        parity_images=1)  # fmt: skip
+    settings = recipe["export"]
+    out = export_bundle(
+        again,
+        tmp_path / "pruned.onnx",
+        f"{name}-pruned",
+        opset=settings["opset"],
+        simplify=settings["simplify"],
+        parity_images=settings["parity_images"],
+    )
     assert out["parity"]["passed"] and out["meta"]["input_shape"] == [1, 3, SIZE, SIZE]
     assert out["meta"]["classes"] == ["person"] and out["trt_check"]["ok"]
