@@ -31,7 +31,6 @@ from tests.conftest import need
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = {"yolov3": "configs/yolov3-person.yaml", "yolov3-spp": "configs/yolov3-spp-person.yaml"}
-SIZE = 128
 # A few real person images: the data-aware criteria read feature maps on them, taylor takes
 # loss gradients on their labels, the refit and evaluation run on them.
 DATA = {
@@ -174,8 +173,8 @@ def test_full_yolov3_prune_run_end_to_end_loads_and_exports(assets, data, name, 
     recipe["sparsity"]["epochs"] = 1
     recipe["recover"]["epochs"] = 1
     recipe["train"].update(batch_size=2, progress=False)
-    pruned, report = prune(model, Context.from_recipe(recipe, train_ds, val_ds), tmp_path,
-                           strategy_for(recipe))  # fmt: skip
+    ctx = Context.from_recipe(recipe, train_ds, val_ds)
+    pruned, report = prune(model, ctx, tmp_path, strategy_for(recipe))
     assert report["final"]["flops"] <= 0.30 * report["baseline"]["flops"]
     assert "AP50" in report["final"] and (tmp_path / "report.json").is_file()
     assert _shortcuts(pruned) < _shortcuts(model)
@@ -194,5 +193,6 @@ def test_full_yolov3_prune_run_end_to_end_loads_and_exports(assets, data, name, 
         simplify=settings["simplify"],
         parity_images=settings["parity_images"],
     )
-    assert out["parity"]["passed"] and out["meta"]["input_shape"] == [1, 3, SIZE, SIZE]
+    size = recipe["model"]["input_size"]
+    assert out["parity"]["passed"] and out["meta"]["input_shape"] == [1, 3, size, size]
     assert out["meta"]["classes"] == ["person"] and out["trt_check"]["ok"]
