@@ -240,8 +240,10 @@ class Slimming(Strategy):
         work = copy.deepcopy(model)
         record = {"gamma_log": self.sparsify(work, ctx, out_dir / "sparsity")}
         record["sparse"] = ctx.measure(work)
-        self.gradients(work, ctx)
         source, report = self.remove_layers(work)
+        # after the layer cut: a removed unit rebuilds the model (no .grad survives), and the
+        # gradients that score the channels must be those of the model being cut
+        self.gradients(source, ctx)
         values, plan, thr = self.plan_channels(source, ctx)
         report.update(
             {
