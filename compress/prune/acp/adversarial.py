@@ -233,7 +233,7 @@ class AdversarialOptimizer(Optimizer):
             g_opt.step()
             with torch.no_grad():
                 log_sigma.clamp_(-4.0, 1.0)
-            out = {"d_loss": float(d_loss), **{f"g_{k}": float(v) for k, v in g.items()}}
+                out = {"d_loss": d_loss.item(), **{f"g_{k}": v.item() for k, v in g.items()}}
         self.mu, self.log_sigma = mu.detach(), log_sigma.detach()
         self.losses = out
         return out
