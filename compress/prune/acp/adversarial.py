@@ -99,13 +99,25 @@ class Discriminator(nn.Module):
             nn.LeakyReLU(0.2),
             nn.Linear(hidden, 1),
         )
+        # the unpruned outputs' per-feature mean and overall spread: a pruned model's scores
+        # may differ by hundredths, which an MLP on raw scores barely sees
+        self.register_buffer("centre", torch.zeros(topk + bins))
+        self.register_buffer("scale", torch.ones(()))
 
-    def features(self, scores: torch.Tensor) -> torch.Tensor:
+    @torch.no_grad()
+    def reference(self, real: torch.Tensor) -> None:
+        """Standardise inputs by the unpruned model's decoded scores `real`."""
+        f = self.features(real, standardise=False)
+        self.centre.copy_(f.mean(0))
+        self.scale.copy_((f - f.mean(0)).std().clamp_min(1e-6) if len(f) > 1 else 1.0)
+
+    def features(self, scores: torch.Tensor, standardise: bool = True) -> torch.Tensor:
         flat = scores.flatten(1)
         top = flat.topk(min(self.topk, flat.shape[1]), dim=1).values
         top = nn.functional.pad(top, (0, self.topk - top.shape[1]))
         pooled = nn.functional.adaptive_avg_pool1d(flat[:, None], self.bins)[:, 0]
-        return torch.cat([top, pooled], 1)
+        f = torch.cat([top, pooled], 1)
+        return (f - self.centre) / self.scale if standardise else f
 
     def forward(self, scores: torch.Tensor) -> torch.Tensor:
         return self.net(self.features(scores)).squeeze(-1)
@@ -169,6 +181,7 @@ class AdversarialOptimizer(Optimizer):
             self.batches = list(images.split(int(self.cfg["batch_size"])))
             with torch.no_grad():
                 self.real = [self._gates.scores(x, None) for x in self.batches]
+            self.disc.reference(torch.cat(self.real))
         return self._gates
 
     # ---- one step ------------------------------------------------------------------------

@@ -53,17 +53,17 @@ DDPG_DEFAULTS: dict[str, Any] = {
     "generations": 10,
     "episodes": 100,  # simulated episodes per generation
     "warmup": 20,  # the first episodes act uniformly at random (fills the buffer)
-    "updates": 4,  # gradient steps per agent after each episode
+    "updates": 8,  # gradient steps per agent after each episode
     "batch_size": 64,
     "buffer": 4000,  # replay capacity (transitions)
     "hidden": 64,  # actor / critic MLP width
     "actor_lr": 1.0e-3,
-    "critic_lr": 1.0e-3,
+    "critic_lr": 3.0e-3,
     "tau": 0.01,  # soft target update
     "discount": 1.0,  # AMC: every step carries the episode's reward
     "noise": 0.5,  # exploration: gaussian sigma on the action in [0, 1] ...
-    "noise_decay": 0.97,  # ... times this per episode ...
-    "noise_min": 0.05,  # ... never under this
+    "noise_decay": 0.99,  # ... times this per episode ...
+    "noise_min": 0.15,  # ... never under this: the proposals stay diverse
     "baseline_decay": 0.95,  # moving average of the episode rewards
     "sim_hidden": 32,  # LSTM simulator
     "sim_epochs": 200,  # full-batch Adam steps on the real data per generation
@@ -314,7 +314,9 @@ class DDPGOptimizer(Optimizer):
             self.learn()
         return reward, proposal
 
-    def _store(self, states: list[np.ndarray], actions: list[float], reward: float) -> None:
+    def _store(self, states: list[np.ndarray], actions: list[float], fitness: float) -> None:
+        # rewards in units of the real fitness' spread, so learning rates fit any proxy
+        reward = (fitness - self.y_mean) / self.y_std
         if self.baseline is None:
             self.baseline = reward
         advantage = reward - self.baseline
