@@ -287,3 +287,40 @@ def test_each_learned_search_has_its_own_flag(method, flag, key):
     assert STRATEGIES[method].overrides(args)[method] == {key: 3, "population": 2}
     with pytest.raises(SystemExit, match=f"{flag} is a flag of the {method} search"):
         STRATEGIES["ga"].overrides(parser.parse_args([flag, "3"]))
+
+
+def test_the_space_of_ssdlite_models_depthwise_convs_and_gates():
+    """SSDLite (depthwise convs, several BatchNorms per unit): the FLOPs model still equals the
+    counted FLOPs of a cut, and the gated model at low temperature is that cut."""
+    from compress.evaluate import count_flops
+    from compress.models import ssd
+    from compress.prune.acp.groups import build_graph, channel_scores, find_units
+
+    torch.manual_seed(0)
+    model = ssd.build("ssdlite320_mobilenet_v3_large", ["person"], 128).eval()
+    graph, _ = build_graph(model)
+    units = find_units(model, graph)
+    scores = {u.name: channel_scores(model, graph, u) for u in units}
+    space = Space(model, units, scores)
+    rng = np.random.default_rng(0)
+    widths = [int(rng.integers(max(1, u.width // 4), u.width + 1)) for u in units]
+    cut = inherit(model, units, widths, scores)
+    counted = count_flops(cut, model.input_size) / count_flops(model, model.input_size)
+    assert space.flops.ratio(np.array(widths) / space.widths) == pytest.approx(counted, rel=1e-9)
+    x = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    ratios = torch.as_tensor(np.array(widths) / space.widths, dtype=torch.float32)[None]
+    gated = space.gated()
+    gated.gates = gated.gates_of(ratios, temperature=1e-3)
+    with torch.no_grad():
+        soft, full = torch.cat(_flat(gated.model(x))), torch.cat(_flat(model(x)))
+        pruned = torch.cat(_flat(cut(x)))
+    # relative: the untrained heads' outputs are tiny
+    assert (soft - pruned).norm() < 1e-4 * pruned.norm()
+    assert (full - pruned).norm() > 1e-2 * pruned.norm()
+
+
+def _flat(out) -> list[torch.Tensor]:
+    if torch.is_tensor(out):
+        return [out.flatten()]
+    items = out.values() if isinstance(out, dict) else out
+    return [t for o in items for t in _flat(o)]

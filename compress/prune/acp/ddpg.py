@@ -19,9 +19,10 @@ the two critics, so an over-estimate of one does not decide) is taken, plus expl
 that decays per episode; each critic learns towards r + discount * min of both target critics
 at its own target actor's next action. One replay buffer feeds both (off-policy).
 
-The simulator (Liu et al.-style learned performance predictor): an `nn.LSTM` over the units'
-(layer features, ratio) sequence, its last hidden state through a linear layer to the
-predicted fitness (standardised over the real data). After each generation it is trained on
+The simulator is a learned performance predictor, as the LSTM surrogate of progressive
+architecture search (Liu et al. 2018, PNAS): an `nn.LSTM` over the units' (layer features,
+ratio) sequence, its last hidden state through a linear layer to the predicted fitness
+(standardised over the real data). After each generation it is trained on
 every structure evaluated for real, and those structures enter the replay buffer with their
 real fitness as reward. Of the generation's simulated episodes (and one greedy one), the
 `population` best by the simulator that are new are scaled onto the budget by the search's
