@@ -18,7 +18,8 @@ nothing:
 of the unit that owns conv c's outputs (1 if none) and in_c the kept fraction of its inputs
 (a concatenation mixes units by their channel counts); a depthwise conv scales once. It is
 exact for unrounded widths; the searches still meet the budget through the real count
-(`Search.to_budget`), the model only steers proposals and the agents' state.
+(`Search.to_budget`), the model only steers proposals and the agents' state. With a latency
+budget (`fitness.budget: latency`) the FLOPs ratio stands in for the latency ratio there.
 """
 
 from __future__ import annotations
