@@ -12,6 +12,7 @@ import torch
 
 from compress.prune.acp.adversarial import AdversarialOptimizer, fronts
 from compress.prune.acp.ddpg import DDPGOptimizer
+from compress.prune.acp.groups import Unit
 from compress.prune.acp.inherit import inherit
 from compress.prune.acp.search import Search, prepare
 from compress.prune.acp.space import FlopsModel, Space
@@ -80,14 +81,13 @@ def test_gates_at_low_temperature_are_the_cut_model(yolo, prepared, space):
 
 def toy_space(units: int = 6, target: float = 0.5) -> Space:
     """A chain of convs without a model: conv i reads unit i-1 and writes unit i."""
-    space = Space.__new__(Space)
+    space = Space(None, [Unit(f"conv{i}", 32) for i in range(units)], {}, target=target)
     eye = np.eye(units)
     space.flops = FlopsModel(
         base=np.linspace(1.0, 2.0, units), out_units=eye, in_share=np.eye(units, k=-1), rest=0.5
     )
     rng = np.random.default_rng(1)
     space.features = np.c_[np.linspace(0, 1, units), rng.random((units, 7))]
-    space.target, space.units = target, [type("U", (), {"width": 32})() for _ in range(units)]
     return space
 
 

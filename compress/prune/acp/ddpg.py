@@ -370,20 +370,20 @@ class DDPGOptimizer(Optimizer):
         ]
 
     def _select(self, candidates: list[tuple[float, np.ndarray]]) -> np.ndarray:
-        """The `population` best new structures by the simulator, projected by the search."""
-        widths = self.space.widths
-        seen = {tuple(np.round(np.asarray(x) * widths).astype(int)) for x in self.X}
+        """The `population` best new structures by the simulator, projected by the search
+        (at most 3 x population projections: each counts FLOPs for real)."""
+        pop = int(self.cfg["population"])
+        seen = {self.space.key(np.asarray(x)) for x in self.X}
         picked: list[np.ndarray] = []
         order = sorted(range(len(candidates)), key=lambda i: -candidates[i][0])
-        for i in order:
-            if len(picked) == int(self.cfg["population"]):
-                break
+        for i in order[: 3 * pop]:
             proposal = self.project(candidates[i][1])
-            key = tuple(np.round(proposal * widths).astype(int))
-            if key not in seen:
-                seen.add(key)
+            if self.space.key(proposal) not in seen:
+                seen.add(self.space.key(proposal))
                 picked.append(proposal)
-        while len(picked) < int(self.cfg["population"]):  # all known: explore at random
+            if len(picked) == pop:
+                break
+        while len(picked) < pop:  # the simulator's favourites are all known: explore
             picked.append(self.project(self._uniform(1)[0]))
         return np.stack(picked)
 

@@ -306,7 +306,9 @@ class Search:
         self.opt = OPTIMIZERS[name](self.lower, self.upper, cfg[name], self.to_budget, evaluations)
         clusters = prep.clusters if cfg["inherit"] == "cluster" else None
         target = float(cfg["fitness"]["target"])
-        self.opt.bind(Space(detector, prep.units, prep.scores, clusters, prep.calib, target))
+        key = lambda r: key_of(widths_of_ratios(r, prep.units, cfg))  # noqa: E731
+        space = Space(detector, prep.units, prep.scores, clusters, prep.calib, target, key)
+        self.opt.bind(space)
 
     # ---- candidates ---------------------------------------------------------------------
     def build(self, widths: Sequence[int]) -> nn.Module:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -133,10 +133,19 @@ class Space:
         clusters: dict[str, Clusters] | None = None,
         images: Sequence[torch.Tensor] = (),
         target: float = 0.5,
+        key: Callable[[np.ndarray], str] | None = None,
     ) -> None:
         self.detector, self.units = detector, list(units)
         self.scores, self.clusters, self.images = scores, clusters or {}, list(images)
         self.target = float(target)  # the FLOPs ratio the search aims at
+        self._key = key
+
+    def key(self, ratios: np.ndarray) -> str:
+        """The structure `ratios` stands for, as the search caches it (its rounded widths;
+        without the search's rounding, whole channels)."""
+        if self._key is not None:
+            return self._key(ratios)
+        return ",".join(str(int(w)) for w in np.round(np.asarray(ratios) * self.widths))
 
     @property
     def widths(self) -> np.ndarray:
