@@ -12,6 +12,7 @@ Pieces, each importable on its own:
   adversarial  GAL-style channel gates against a discriminator, Pareto selection
   space    what the learned optimisers see: layer features, a FLOPs model, a gated model
   search   the search loop: budget projection, cache, resumable state, log, report
-  strategy the `acp`/`pso`, `ga`, `random`, `ddpg` and `adversarial` prune strategies (compress.prune.run.STRATEGIES):
-           the search's best structure, cut and refitted by the prune run
+  strategy the `acp`/`pso`, `ga`, `random`, `ddpg` and `adversarial` prune strategies
+           (compress.prune.run.STRATEGIES): the search's best structure, cut and refitted by
+           the prune run
 """
