@@ -1,4 +1,5 @@
-"""The structure searches behind one interface: pso, ga and random propose per-layer ratios,
+"""The structure searches behind one interface: pso, ga, random, ddpg and adversarial propose
+per-layer ratios,
 get their fitness from the same proxy, budget and cache, resume, and log fitness against
 evaluations; each runs through `python -m compress prune --method X`."""
 
@@ -13,16 +14,24 @@ import torch
 
 from compress.prune.acp.optimizers import GeneticOptimizer
 from compress.prune.acp.search import LOG_FILE, Search, prepare
-from compress.prune.acp.strategy import GA, PSO, RandomSearch
+from compress.prune.acp.strategy import DDPG, GA, PSO, Adversarial, RandomSearch
 from tests.test_acp import TINY_CFG, ToyImages
 
-STRATEGY = {"pso": PSO, "ga": GA, "random": RandomSearch}
+STRATEGY = {
+    "pso": PSO,
+    "ga": GA,
+    "random": RandomSearch,
+    "ddpg": DDPG,
+    "adversarial": Adversarial,
+}
 SMALL = {
     "cluster": {"images": 8, "batch_size": 8},
     "fitness": {"images": 4, "batch_size": 4, "bn_batches": 1, "target": 0.5},
     "pso": {"particles": 3},
     "ga": {"population": 4, "elite": 1},
     "random": {"population": 3},
+    "ddpg": {"population": 3, "episodes": 12, "warmup": 4, "batch_size": 16, "sim_epochs": 40},
+    "adversarial": {"population": 3, "steps": 2, "images": 4, "batch_size": 2},
     "evaluations": 9,
     "progress": False,
 }
@@ -72,8 +81,8 @@ def test_each_search_finds_a_structure_within_the_flops_budget(method, runs):
     assert best["fitness"] == max(within)  # the fittest within the budget, not just any
 
 
-@pytest.mark.parametrize("method", ["ga", "random"])
-def test_ga_and_random_propose_only_structures_near_the_budget(method, runs):
+@pytest.mark.parametrize("method", ["ga", "random", "ddpg", "adversarial"])
+def test_searches_but_pso_propose_only_structures_near_the_budget(method, runs):
     _, result = runs[method]
     ratios = [r["cost_ratio"] for r in result["log"]]
     assert max(ratios) <= 0.5 + 1e-9
@@ -177,7 +186,8 @@ def test_search_compare_on_the_smoke_recipe_writes_table_and_plot(assets, tmp_pa
     assert main(argv) == 0
     result = json.loads((tmp_path / "search_compare.json").read_text())
     rows = {r["method"]: r for r in result["rows"]}
-    assert set(rows) == {"pso", "ga", "random"} and result["target"] == 0.5
+    assert set(rows) == {"pso", "ga", "random", "ddpg", "adversarial"}
+    assert result["target"] == 0.5
     for method, r in rows.items():
         assert 2 <= r["lookups"] <= 4 and r["flops_ratio"] <= 0.5 + 1e-6, method
         assert r["ap50_refit"] is not None and r["ap50_recovered"] is None

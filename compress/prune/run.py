@@ -28,7 +28,7 @@ from torch import nn
 
 from compress.evaluate import model_figures
 from compress.io import write_json
-from compress.prune.acp.strategy import ACP, GA, PSO, RandomSearch
+from compress.prune.acp.strategy import ACP, DDPG, GA, PSO, Adversarial, RandomSearch
 from compress.prune.reconstruct import REFIT_DEFAULTS
 from compress.prune.slimming import Slimming
 from compress.prune.strategy import Choice, Strategy
@@ -41,6 +41,8 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "pso": PSO,
     "ga": GA,
     "random": RandomSearch,
+    "ddpg": DDPG,
+    "adversarial": Adversarial,
 }
 
 Evaluator = Callable[[nn.Module], dict[str, Any]]

@@ -1,7 +1,7 @@
 """`python -m compress search-compare`: every structure search at one evaluation budget.
 
     python -m compress search-compare --recipe configs/yolov3-tiny-person.yaml --out runs/cmp \
-        --methods pso,ga,random --evaluations 60 --target 0.5
+        --methods pso,ga,random,ddpg,adversarial --evaluations 60 --target 0.5
 
 Each method runs as `prune --method M` would (search, least-squares refit, evaluation,
 recovery unless --no-recover) into `OUT/M/`, from the same model, with the same evaluation
@@ -22,7 +22,7 @@ from typing import Any
 
 from compress.io import atomic_write_bytes, write_json
 
-SEARCHES = ("pso", "ga", "random")
+SEARCHES = ("pso", "ga", "random", "ddpg", "adversarial")
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:

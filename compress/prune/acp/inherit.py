@@ -19,13 +19,19 @@ from compress.prune.acp.cluster import Clusters
 from compress.prune.acp.groups import Unit, prune_to
 
 
-def keep_indices(k: int, scores: torch.Tensor, clusters: Clusters | None = None) -> list[int]:
-    """The k channels a unit keeps (ascending), representatives of clusters first."""
+def rank_order(scores: torch.Tensor, clusters: Clusters | None = None) -> list[int]:
+    """A unit's channels in the order a cut keeps them: representatives of clusters first,
+    each part by descending score."""
     order = [int(i) for i in torch.argsort(scores, descending=True, stable=True)]
     if clusters is not None:
         reps = set(clusters.representatives)
         order = [i for i in order if i in reps] + [i for i in order if i not in reps]
-    return sorted(order[:k])
+    return order
+
+
+def keep_indices(k: int, scores: torch.Tensor, clusters: Clusters | None = None) -> list[int]:
+    """The k channels a unit keeps (ascending), representatives of clusters first."""
+    return sorted(rank_order(scores, clusters)[:k])
 
 
 def inherit(

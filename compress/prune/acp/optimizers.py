@@ -11,6 +11,12 @@ the budget through it.
   random  uniform random ratios in [lower, upper] scaled to the budget: the baseline
   ga      a genetic algorithm: tournament selection, uniform or blend (BLX-alpha) crossover,
           gaussian mutation, elitism; children are scaled to the budget
+  ddpg    two DDPG agents (double actors, clipped double critics) set the ratios unit by
+          unit; an LSTM simulator trained on the real evaluations scores their episodes, and
+          only the simulator's best new structures are evaluated (ddpg.py)
+  adversarial  a generator of soft channel gates trained against a discriminator of the
+          unpruned model's outputs plus a FLOPs term; samples of it are evaluated and the
+          Pareto front of (pruned channels, fitness) steers it (adversarial.py)
 
 `generations(evaluations)`: a shared evaluation budget (fitness lookups) becomes the number of
 whole generations that fit in it, so every optimiser gets at most the same number.
@@ -109,6 +115,12 @@ class Optimizer(ABC):
     @abstractmethod
     def tell(self, fitness: Sequence[float]) -> None:
         raise NotImplementedError
+
+    def bind(self, space: Any) -> None:
+        """The model-side view of the search (space.Space: layer features, a FLOPs model, the
+        model and images), given before `start` or `load_state_dict`. The learned optimisers
+        (ddpg, adversarial) build on it; the others never look, so it costs them nothing."""
+        self.space = space
 
     def log_fields(self) -> dict[str, Any]:
         """Extra per-generation figures for the search history."""
@@ -324,3 +336,10 @@ class GeneticOptimizer(Optimizer):
 OPTIMIZERS: dict[str, type[Optimizer]] = {
     o.name: o for o in (SwarmOptimizer, RandomOptimizer, GeneticOptimizer)
 }
+
+
+def register(cls: type[Optimizer]) -> type[Optimizer]:
+    """Class decorator: add an optimiser defined in its own module (ddpg.py, adversarial.py;
+    search.py imports them, so they are registered before any search runs)."""
+    OPTIMIZERS[cls.name] = cls
+    return cls

@@ -1,6 +1,7 @@
 """The structure search: cluster -> optimiser over per-unit keep ratios -> best structure.
 
-The optimiser (`optimizer`: pso, ga or random, optimizers.py) proposes ratio vectors; this
+The optimiser (`optimizer`: pso, ga, random, ddpg or adversarial, optimizers.py; the last two
+also see the model through `space.Space`) proposes ratio vectors; this
 loop turns each into widths, gets its fitness from the one proxy + budget + cache (fitness.py),
 tells the optimiser, and records every lookup in the fitness-vs-evaluations log
 (`<out_dir>/search_log.csv`). `evaluations` is the one budget setting all optimisers share: the
@@ -53,12 +54,14 @@ from tqdm import tqdm
 from compress.data.build import batches, eval_view, first_images
 from compress.io import atomic_write_bytes, read_json, write_json
 from compress.prune.acp import fitness as fit
+from compress.prune.acp.adversarial import ADVERSARIAL_DEFAULTS
 from compress.prune.acp.cluster import (
     CLUSTER_DEFAULTS,
     Clusters,
     channel_responses,
     cluster_channels,
 )
+from compress.prune.acp.ddpg import DDPG_DEFAULTS
 from compress.prune.acp.groups import (
     Unit,
     build_graph,
@@ -69,6 +72,7 @@ from compress.prune.acp.groups import (
 from compress.prune.acp.inherit import batchnorms, inherit, recalibrate_bn, train_steps
 from compress.prune.acp.optimizers import GA_DEFAULTS, OPTIMIZERS, RANDOM_DEFAULTS
 from compress.prune.acp.pso import PSO_DEFAULTS
+from compress.prune.acp.space import Space
 from compress.prune.acp.spread import Ranks
 from compress.prune.reconstruct import REFIT_DEFAULTS, refit_convs, refit_images
 from compress.train.distributed import DistInfo
@@ -80,7 +84,7 @@ ACP_DEFAULTS: dict[str, Any] = {
     "min_channels": 8,
     "min_ratio": 0.1,
     "inherit": "cluster",  # cluster (representatives first) | l1 | correlation
-    "optimizer": "pso",  # pso | ga | random (optimizers.py)
+    "optimizer": "pso",  # pso | ga | random | ddpg | adversarial (optimizers.py)
     "evaluations": None,  # fitness lookups for any optimiser (None: its own generations)
     "recover": True,  # fine-tune the found structure with the recipe's recover: section
     "resume": True,  # go on from <out_dir>/acp_state.json when its settings match
@@ -89,6 +93,8 @@ ACP_DEFAULTS: dict[str, Any] = {
     "pso": PSO_DEFAULTS,
     "ga": GA_DEFAULTS,
     "random": RANDOM_DEFAULTS,
+    "ddpg": DDPG_DEFAULTS,
+    "adversarial": ADVERSARIAL_DEFAULTS,
     "fitness": fit.FITNESS_DEFAULTS,
     # The chosen structure only (candidates are judged on inherit + BN recalibration, which is
     # seconds, not a minute): least-squares refit of the cut convs on that many training
@@ -312,6 +318,11 @@ class Search:
         name = cfg["optimizer"]
         evaluations = None if cfg["evaluations"] is None else int(cfg["evaluations"])
         self.opt = OPTIMIZERS[name](self.lower, self.upper, cfg[name], self.to_budget, evaluations)
+        clusters = prep.clusters if cfg["inherit"] == "cluster" else None
+        target = float(cfg["fitness"]["target"])
+        key = lambda r: key_of(widths_of_ratios(r, prep.units, cfg))  # noqa: E731
+        space = Space(detector, prep.units, prep.scores, clusters, prep.calib, target, key)
+        self.opt.bind(space)
 
     # ---- candidates ---------------------------------------------------------------------
     def build(self, widths: Sequence[int]) -> nn.Module:

@@ -5,6 +5,8 @@ other strategy's choice. One class, one optimiser each:
   acp, pso  the particle swarm, cluster representatives kept (ACP; `pso` is its other name)
   ga        the genetic algorithm, filters ranked by correlation independence
   random    uniform random structures at the budget, the same ranking: the baseline
+  ddpg      two DDPG agents over the ratios, an LSTM simulator of the fitness, same ranking
+  adversarial  generated channel gates against a discriminator, Pareto selection, same ranking
 
 They share one flag group (`--evaluations` is the budget they share); a flag of another
 optimiser (`--particles` with `--method ga`) is refused.
@@ -35,8 +37,10 @@ if TYPE_CHECKING:
 OWN_FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
     "particles": (("pso",), "particles"),
     "swarm_cycles": (("pso",), "cycles"),
-    "population": (("ga", "random"), "population"),
-    "generations": (("ga", "random"), "generations"),
+    "population": (("ga", "random", "ddpg", "adversarial"), "population"),
+    "generations": (("ga", "random", "ddpg", "adversarial"), "generations"),
+    "episodes": (("ddpg",), "episodes"),
+    "gan_steps": (("adversarial",), "steps"),
 }
 
 
@@ -64,9 +68,23 @@ class SearchStrategy(Strategy):
         group.add_argument("--particles", type=int, default=None, help="pso: swarm size")
         group.add_argument("--swarm-cycles", type=int, default=None, help="pso: swarm cycles")
         group.add_argument(
-            "--population", type=int, default=None, help="ga, random: structures per generation"
+            "--population",
+            type=int,
+            default=None,
+            help="ga, random, ddpg, adversarial: structures evaluated per generation",
         )
-        group.add_argument("--generations", type=int, default=None, help="ga, random")
+        group.add_argument(
+            "--generations", type=int, default=None, help="ga, random, ddpg, adversarial"
+        )
+        group.add_argument(
+            "--episodes", type=int, default=None, help="ddpg: simulated episodes per generation"
+        )
+        group.add_argument(
+            "--gan-steps",
+            type=int,
+            default=None,
+            help="adversarial: discriminator + generator steps per generation",
+        )
         group.add_argument("--seed", type=int, default=None, help="the optimiser's seed")
         group.add_argument(
             "--inherit", default=None, help="channels kept: cluster, l1, correlation"
@@ -210,7 +228,7 @@ class ACP(SearchStrategy):
 
     name = "acp"
     help = (
-        "structure search, one flag group for acp/pso/ga/random: acp = channel clustering + "
+        "structure search, one flag group for acp/pso/ga/random/ddpg/adversarial: acp = channel clustering + "
         "particle swarm over per-layer widths (SSD and YOLO)"
     )
 
@@ -235,4 +253,22 @@ class RandomSearch(SearchStrategy):
     name = "random"
     help = "uniform random per-layer ratios at the budget (the baseline)"
     optimizer = "random"
+    defaults = {"inherit": "correlation", "cluster": {"method": "none"}}
+
+
+class DDPG(SearchStrategy):
+    """Two DDPG agents set the ratios unit by unit, explored on an LSTM fitness simulator."""
+
+    name = "ddpg"
+    help = "two DDPG agents over per-layer ratios, an LSTM simulator of the fitness"
+    optimizer = "ddpg"
+    defaults = {"inherit": "correlation", "cluster": {"method": "none"}}
+
+
+class Adversarial(SearchStrategy):
+    """Channel gates generated against a discriminator (GAL), Pareto-selected structures."""
+
+    name = "adversarial"
+    help = "generative adversarial channel gates, Pareto selection (channels, fitness)"
+    optimizer = "adversarial"
     defaults = {"inherit": "correlation", "cluster": {"method": "none"}}
