@@ -412,9 +412,13 @@ def test_criteria_table_on_real_person_images(assets, tmp_path):
     recipe["criteria"]["allocators"] = []
     again = run_table(model, train_ds, val_ds, table_settings(recipe), tmp_path, progress=False)
     kept = {(r["method"], r["goal"]): r for r in rows}
-    assert [r["method"] for r in again["rows"]] == ["l1", "l1", "l2", "l2"]
+    assert [r["method"] for r in again["rows"][:4]] == ["l1", "l1", "l2", "l2"]
     assert again["rows"][:2] == [kept[("l1", 0.7)], kept[("l1", 0.5)]]
     assert "AP50" in again["rows"][2] and again["unpruned"] == table["unpruned"]
+    # the other methods' cells and the seed method's points are kept, not measured again
+    assert again["rows"][4:] == [r for r in rows if r["method"] not in ("l1", "l2")]
+    assert again["adaptive"] == seed
+    assert "| entropy/l1 |" in (tmp_path / "criteria.md").read_text()
 
 
 def test_table_settings_reject_unknown_names():
@@ -483,3 +487,19 @@ def test_score_channels_gives_each_criterion_what_it_reads():
     with pytest.raises(ValueError, match="images="):
         score_channels(model, "hrank")
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_ranking_compares_methods_on_the_points_all_of_them_have():
+    """A table filled in sittings: `b` has an extra 0.7x cell where every method scores high;
+    ranking on it would put `b` first although `a` beats it at the shared 0.5x point."""
+    from compress.prune.criteria_table import ranking
+
+    rows = [
+        {"method": "a", "goal": 0.5, "AP50": 0.20},
+        {"method": "b", "goal": 0.5, "AP50": 0.15},
+        {"method": "b", "goal": 0.7, "AP50": 0.30},
+        {"method": "c", "goal": 0.5, "error": "boom"},
+    ]
+    ranked = ranking({"rows": rows})
+    assert [r["method"] for r in ranked] == ["a", "b", "c"]
+    assert ranked[1]["mean_AP50"] == 0.15 and ranked[2]["mean_AP50"] is None

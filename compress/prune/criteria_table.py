@@ -340,10 +340,17 @@ def run_table(
         row["seconds"] = round(time.perf_counter() - t0, 2)
         table["rows"].append(row)
         write_json(out_dir / "criteria.json", table)
+    # cells an earlier sitting measured at other points or for other methods stay in the table
+    asked = {(m[0], g) for m in methods(cfg) for g in cfg["flops"]}
+    table["rows"] += [r for key, r in done.items() if key not in asked]
+    table["settings"]["flops"] = sorted({r["goal"] for r in table["rows"]}, reverse=True)
     table["ranking"] = ranking(table)
     write_json(out_dir / "criteria.json", table)
     if cfg["adaptive"]:
         table["adaptive"] = _adaptive_once(bench, table, earlier, out_dir)
+        write_json(out_dir / "criteria.json", table)
+    elif (earlier or {}).get("adaptive"):
+        table["adaptive"] = earlier["adaptive"]
         write_json(out_dir / "criteria.json", table)
     atomic_write_text(out_dir / "criteria.md", markdown(table))
     try:
@@ -459,17 +466,20 @@ def adaptive_points(
 
 
 def ranking(table: dict[str, Any]) -> list[dict[str, Any]]:
-    """Methods by mean AP50 over the FLOPs points (a method that failed anywhere goes last)."""
+    """Methods by mean AP50 over the FLOPs points every method has measured (a table filled
+    in sittings may hold a point for some methods only; ranking on it would compare methods
+    on different points). A method that failed anywhere goes last."""
     by: dict[str, list[dict[str, Any]]] = {}
     for r in table["rows"]:
         by.setdefault(r["method"], []).append(r)
+    goals = {r["goal"] for r in table["rows"]}
+    shared = [g for g in goals if all(any(r["goal"] == g for r in rows) for rows in by.values())]
     out = []
     for name, rows in by.items():
-        ok = [r for r in rows if "AP50" in r]
-        mean = sum(r["AP50"] for r in ok) / len(ok) if len(ok) == len(rows) else -math.inf
-        out.append(
-            {"method": name, "mean_AP50": round(mean, 4) if ok and mean > -math.inf else None}
-        )
+        ok = [r for r in rows if "AP50" in r and (r["goal"] in shared or not shared)]
+        failed = any("AP50" not in r for r in rows)
+        mean = None if failed or not ok else round(sum(r["AP50"] for r in ok) / len(ok), 4)
+        out.append({"method": name, "mean_AP50": mean})
     return sorted(
         out, key=lambda r: -math.inf if r["mean_AP50"] is None else r["mean_AP50"], reverse=True
     )
@@ -494,7 +504,9 @@ def markdown(table: dict[str, Any]) -> str:
             else "."
         ),
         "",
-        "| method | mean AP50 | " + " | ".join(f"{g:g}x" for g in goals) + " |",
+        "| method | mean AP50 (points all methods have) | "
+        + " | ".join(f"{g:g}x" for g in goals)
+        + " |",
         "|---|---|" + "---|" * len(goals),
     ]
     for r in table.get("ranking") or ranking(table):

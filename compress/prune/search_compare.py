@@ -38,6 +38,14 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--population", type=int, default=None, help="per generation (all methods)")
     p.add_argument("--target", type=float, default=None, help="FLOPs ratio in (0, 1]")
     p.add_argument("--seed", type=int, default=0, help="every optimiser's seed")
+    p.add_argument(
+        "--inherit",
+        default=None,
+        choices=("cluster", "l1", "correlation"),
+        help="one filter ranking inside the layers for every method (default: each its own), "
+        "so the table compares the searches and not the rankings",
+    )
+    p.add_argument("--fitness-images", type=int, default=None, help="images per fitness lookup")
     p.add_argument("--no-recover", action="store_true", help="refit only, no recovery")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     return p
@@ -54,8 +62,17 @@ def settings(method: str, args: argparse.Namespace) -> dict[str, Any]:
         method: own,
         "recover": not args.no_recover,
     }
+    fitness: dict[str, Any] = {}
     if args.target is not None:
-        section["fitness"] = {"target": args.target}
+        fitness["target"] = args.target
+    if getattr(args, "fitness_images", None):
+        fitness["images"] = args.fitness_images
+    if fitness:
+        section["fitness"] = fitness
+    if getattr(args, "inherit", None):
+        section["inherit"] = args.inherit
+        if args.inherit != "cluster":  # no clustering to pay for when nothing reads it
+            section["cluster"] = {"method": "none"}
     return section
 
 
