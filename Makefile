@@ -4,7 +4,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 RECIPE ?= configs/yolov3-tiny-person.yaml
-SSD_RECIPE ?= configs/ssdlite-person.yaml
+# The TF pedestrian SSDLite's graph is in the shared assets: it runs offline (the torchvision
+# recipe, configs/ssdlite-person.yaml, downloads its weights: SSD_RECIPE=configs/ssdlite-person.yaml).
+SSD_RECIPE ?= configs/ssdlite-pedestrian-tf.yaml
 PROFILE ?= quick
 RUN ?= runs/$(basename $(notdir $(RECIPE)))
 NANOPRUNE_ASSETS ?= ./assets

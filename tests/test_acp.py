@@ -234,6 +234,24 @@ def test_search_on_ssdlite_gives_smaller_model_that_reloads(ssdlite, whole, tmp_
     assert boxes.shape == (1, a[0].shape[1], 4) and scores.shape[-1] == 1
 
 
+def test_units_named_whole_keep_every_channel_in_every_candidate(ssdlite, prepared, tmp_path):
+    _, prep = prepared
+    names = [u.name for u in prep.units]
+    kept = names[::2]
+    # a glob and exact names: every other unit is not searched
+    cfg = resolve_settings({**SMALL, "whole": [kept[0][:-1] + "*", *kept[1:]]})
+    s = Search(ssdlite, prep, cfg, tmp_path)
+    result = s.run()
+    for record in s.cache.values():
+        for u, w in zip(prep.units, record["widths"]):
+            if u.name in kept:
+                assert w == u.width, u.name
+    cut = [w < u.width for u, w in zip(prep.units, result["best"]["widths"])]
+    assert any(cut) and result["best"]["cost_ratio"] < 1
+    with pytest.raises(ValueError, match="prune.whole"):
+        resolve_settings({"whole": "*.project.conv"})
+
+
 def test_resume_gives_the_same_result_as_an_uninterrupted_search(
     ssdlite, prepared, whole, tmp_path
 ):

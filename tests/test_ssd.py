@@ -255,3 +255,51 @@ def test_torchvision_variants_name_their_coco_weights_enum():
         enum = getattr(tvd, VARIANTS[name].coco_weights)
         assert "COCO_V1" in enum.__members__ and VARIANTS[name].clip_boxes is True
     assert VARIANTS["ssdlite_mobilenet_v2_tf"].clip_boxes is False
+
+
+def test_make_prune_ssd_default_is_the_offline_tf_recipe_on_the_person_data():
+    from pathlib import Path
+
+    from compress.recipe import load_recipe
+
+    root = Path(__file__).resolve().parents[1]
+    make = (root / "Makefile").read_text()
+    assert "SSD_RECIPE ?= configs/ssdlite-pedestrian-tf.yaml" in make
+    r = load_recipe(root / "configs" / "ssdlite-pedestrian-tf.yaml", "quick")
+    assert r["model"]["tf_graph"].startswith("tf/") and "weights" not in r["model"]
+    assert (r["data"]["root"], r["data"]["split"], r["data"]["val_split"]) == (
+        "coco-person-val2017",
+        "train",
+        "val",
+    )
+    assert r["recover"]["method"] == "distill" and r["targets"]["flops_ratio"] == 0.5
+
+
+def test_tf_ssdlite_smoke_pipeline_ships_a_model_by_the_rule(assets, tmp_path):
+    """The SSD chain (base, search, refit, evaluate, ship) on the real graph:
+    what ships is the pruned model only when it holds AP50 within 0.01 of the original."""
+    from pathlib import Path
+
+    from compress.io import read_json
+    from compress.pipeline import run_pipeline
+    from compress.recipe import load_recipe
+    from tests.conftest import need
+
+    need(assets, "tf/pedestrian_ssdlite_frozen_inference_graph.pb", "coco128/images/train2017")
+    root = Path(__file__).resolve().parents[1]
+    r = load_recipe(root / "configs" / "ssdlite-pedestrian-tf.yaml", "smoke")
+    # a small refit and no recovery epoch: the rule, not the accuracy, is under test
+    r["prune"].update(reconstruct={"images": 4, "positions": 64}, recover=False)
+    summary = run_pipeline(r, tmp_path, ["base", "prune", "evaluate", "ship"])
+    assert all(s["status"] == "done" for s in summary["stages"].values()), summary["stages"]
+    ship = read_json(tmp_path / "ship" / "report.json")
+    fig = summary["figures"]
+    assert fig["pruned"]["flops"] < fig["base"]["flops"]
+    names = {c["name"] for c in ship["candidates"]}
+    assert names == {"base", "pruned"}
+    floor = fig["base"]["AP50"] - 0.01
+    if ship["holds"]:
+        assert ship["shipped"]["name"] == "pruned" and ship["shipped"]["ap50"] >= floor
+    else:
+        assert ship["shipped"]["name"] == "base" and fig["pruned"]["AP50"] < floor
+    assert (tmp_path / "ship" / "model" / "model.json").is_file()

@@ -13,9 +13,12 @@ clustering images (`correlation`, feature_criteria.py; BN's per-channel affine l
 correlations as they are, so the conv's output stands for the block's).
 
 Search space: one keep ratio per unit (prunable channel group), bounded below by
-`min_ratio` and `min_channels`; a particle's widths are its ratios times the unit widths,
-rounded to `round_to` (8: what TensorRT's kernels and the Nano's tensor layout reward), never
-under `min_channels` (or the full width when that is smaller). Candidates are cached by their
+`min_ratio` and `min_channels`; a unit whose root conv name matches a `whole` glob pattern
+keeps every channel (e.g. `*.project.conv`: MobileNetV2's linear bottlenecks, which the
+residual sums carry through a whole stage and no refit can restore). A particle's widths are
+its ratios times the unit widths, rounded to `round_to` (8: what TensorRT's kernels and the
+Nano's tensor layout reward), never under `min_channels` (or the full width when that is
+smaller). Candidates are cached by their
 rounded widths, so particles that land on one structure are evaluated once.
 The chosen structure is the fittest within the budget (the fittest of all when none is).
 
@@ -35,6 +38,7 @@ result, and a state written by N ranks resumes on any number.
 from __future__ import annotations
 
 import csv
+import fnmatch
 import hashlib
 import io
 import json
@@ -83,6 +87,7 @@ ACP_DEFAULTS: dict[str, Any] = {
     "round_to": 8,
     "min_channels": 8,
     "min_ratio": 0.1,
+    "whole": [],  # glob patterns of unit (root conv) names that are not cut
     "inherit": "cluster",  # cluster (representatives first) | l1 | correlation
     "optimizer": "pso",  # pso | ga | random | ddpg | adversarial (optimizers.py)
     "evaluations": None,  # fitness lookups for any optimiser (None: its own generations)
@@ -141,6 +146,8 @@ def resolve_settings(
         raise ValueError(f"prune.inherit {out['inherit']!r}; known: {', '.join(INHERIT)}")
     if out["optimizer"] not in OPTIMIZERS:
         raise ValueError(f"prune.optimizer {out['optimizer']!r}; known: {', '.join(OPTIMIZERS)}")
+    if isinstance(out["whole"], str) or not all(isinstance(p, str) for p in out["whole"]):
+        raise ValueError(f"prune.whole {out['whole']!r}: a list of glob patterns of conv names")
     if out["evaluations"] is not None and int(out["evaluations"]) < 1:
         raise ValueError(f"prune.evaluations {out['evaluations']}: at least 1 (or null)")
     fit.check(out["fitness"])
@@ -167,9 +174,16 @@ def widths_of_ratios(
     ]
 
 
+def kept_whole(name: str, cfg: dict[str, Any]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in cfg.get("whole") or [])
+
+
 def ratio_bounds(units: Sequence[Unit], cfg: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     lower = [
-        min(1.0, max(float(cfg["min_ratio"]), int(cfg["min_channels"]) / u.width)) for u in units
+        1.0
+        if kept_whole(u.name, cfg)
+        else min(1.0, max(float(cfg["min_ratio"]), int(cfg["min_channels"]) / u.width))
+        for u in units
     ]
     return np.asarray(lower), np.ones(len(units))
 
