@@ -320,6 +320,12 @@ def run_table(
         table["unpruned"] = {"flops": bench.flops.full, **bench.evaluate(model)}
     done = {(r["method"], r["goal"]): r for r in (earlier or {}).get("rows", []) if "AP50" in r}
     jobs = [(m, g) for m in methods(cfg) for g in cfg["flops"]]
+    asked = {(m[0], g) for m, g in jobs}
+    # cells an earlier sitting measured at other points or for other methods stay in the
+    # table, on disk too while this sitting runs (an interrupted sitting loses none of them)
+    others = [r for key, r in done.items() if key not in asked]
+    if earlier and earlier.get("adaptive"):
+        table["adaptive"] = earlier["adaptive"]
     bar = tqdm(jobs, desc="criteria", unit="cut", disable=not progress)
     for (name, crit, alloc), goal in bar:
         if (name, goal) in done:
@@ -339,19 +345,15 @@ def run_table(
             row["error"] = f"{type(exc).__name__}: {exc}"
         row["seconds"] = round(time.perf_counter() - t0, 2)
         table["rows"].append(row)
-        write_json(out_dir / "criteria.json", table)
-    # cells an earlier sitting measured at other points or for other methods stay in the table
-    asked = {(m[0], g) for m in methods(cfg) for g in cfg["flops"]}
-    table["rows"] += [r for key, r in done.items() if key not in asked]
+        write_json(out_dir / "criteria.json", {**table, "rows": table["rows"] + others})
+    table["rows"] += others
     table["settings"]["flops"] = sorted({r["goal"] for r in table["rows"]}, reverse=True)
     table["ranking"] = ranking(table)
     write_json(out_dir / "criteria.json", table)
     if cfg["adaptive"]:
         table["adaptive"] = _adaptive_once(bench, table, earlier, out_dir)
         write_json(out_dir / "criteria.json", table)
-    elif (earlier or {}).get("adaptive"):
-        table["adaptive"] = earlier["adaptive"]
-        write_json(out_dir / "criteria.json", table)
+
     atomic_write_text(out_dir / "criteria.md", markdown(table))
     try:
         table["plot"] = str(plot(table, out_dir / "criteria.png"))
