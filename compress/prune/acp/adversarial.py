@@ -33,7 +33,6 @@ the Adam optimisers are new each generation, so a resumed search gives the same 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -41,7 +40,7 @@ import torch
 from torch import nn
 
 from compress.prune.acp.ddpg import _pack, _unpack
-from compress.prune.acp.optimizers import Optimizer, _array, _finite, register
+from compress.prune.acp.optimizers import LearnedOptimizer, _array, _finite, register
 
 ADVERSARIAL_DEFAULTS: dict[str, Any] = {
     "population": 10,  # structures evaluated per generation
@@ -124,7 +123,7 @@ class Discriminator(nn.Module):
 
 
 @register
-class AdversarialOptimizer(Optimizer):
+class AdversarialOptimizer(LearnedOptimizer):
     """GAL-style gate generator against a discriminator, Pareto-steered (module doc)."""
 
     name = "adversarial"
@@ -137,8 +136,6 @@ class AdversarialOptimizer(Optimizer):
         if float(cfg["temperature"]) <= 0 or float(cfg["sigma"]) <= 0:
             raise ValueError("adversarial.temperature and adversarial.sigma must be > 0")
         super().__init__(lower, upper, cfg, project, evaluations)
-        self.X: list[list[float]] = []
-        self.y: list[float] = []
         self.survivors: list[int] = []
         self.losses: dict[str, float] = {}
         self.mu = torch.zeros(len(self.lower))
@@ -257,22 +254,9 @@ class AdversarialOptimizer(Optimizer):
             centre = (np.asarray(starts["budget"]) - self.lower) / self._span()
             self.mu = torch.as_tensor(_logit(centre), dtype=torch.float32)
         self.train()
-        pop = int(self.cfg["population"])
-        seeds = [self.project(starts["budget"])] if "budget" in starts else []
-        drawn = [self.project(r) for r in self.sample(pop - len(seeds))]
-        self.batch = np.stack([*seeds, *drawn])[:pop]
+        self.first_batch(starts, self.sample)
 
-    def ask(self) -> np.ndarray:
-        return self.batch
-
-    def tell(self, fitness: Sequence[float]) -> None:
-        f = np.asarray(fitness, dtype=np.float64)
-        self._record_best(self.batch, f)
-        self.X += self.batch.tolist()
-        self.y += f.tolist()
-        self.generation += 1
-        if self.finished:
-            return
+    def update(self, fitness: np.ndarray) -> None:
         self.survivors = self.select()
         self.train()
         self.batch = np.stack([self.project(r) for r in self.sample(int(self.cfg["population"]))])

@@ -40,14 +40,13 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from compress.prune.acp.optimizers import Optimizer, _array, _finite, register
+from compress.prune.acp.optimizers import LearnedOptimizer, _array, _finite, register
 
 DDPG_DEFAULTS: dict[str, Any] = {
     "population": 10,  # structures evaluated for real per generation
@@ -157,7 +156,7 @@ def _unpack(text: str) -> dict[str, Any]:
 
 
 @register
-class DDPGOptimizer(Optimizer):
+class DDPGOptimizer(LearnedOptimizer):
     """Double-actor DDPG over per-unit ratios with an LSTM fitness simulator (module doc)."""
 
     name = "ddpg"
@@ -169,8 +168,6 @@ class DDPGOptimizer(Optimizer):
                 raise ValueError(f"ddpg.{key} {cfg[key]}: at least 1")
         super().__init__(lower, upper, cfg, project, evaluations)
         self.noise, self.baseline, self.episodes_done = float(cfg["noise"]), None, 0
-        self.X: list[list[float]] = []  # every structure evaluated (projected ratios) ...
-        self.y: list[float] = []  # ... and its real fitness
         self.sim_loss: list[float] = []  # the simulator's training loss, first and last step
 
     # ---- networks -------------------------------------------------------------------------
@@ -192,24 +189,11 @@ class DDPGOptimizer(Optimizer):
 
     # ---- the interface -------------------------------------------------------------------
     def start(self, starts: dict[str, np.ndarray]) -> None:
-        pop = int(self.cfg["population"])
-        seeds = [self.project(starts["budget"])] if "budget" in starts else []
-        drawn = [self.project(r) for r in self._uniform(pop - len(seeds))]
-        self.batch = np.stack([*seeds, *drawn])[:pop]
+        self.first_batch(starts, self._uniform)
 
-    def ask(self) -> np.ndarray:
-        return self.batch
-
-    def tell(self, fitness: Sequence[float]) -> None:
-        f = np.asarray(fitness, dtype=np.float64)
-        self._record_best(self.batch, f)
-        self.X += self.batch.tolist()
-        self.y += f.tolist()
-        self.generation += 1
-        if self.finished:
-            return
+    def update(self, fitness: np.ndarray) -> None:
         self.train_simulator()
-        for ratios, value in zip(self.batch, f):
+        for ratios, value in zip(self.batch, fitness):
             self._remember(ratios, float(value))
         self._optimisers()
         candidates = [self.episode() for _ in range(int(self.cfg["episodes"]))]

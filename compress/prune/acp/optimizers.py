@@ -150,6 +150,42 @@ class Optimizer(ABC):
         self.rng.bit_generator.state = state["rng"]
 
 
+class LearnedOptimizer(Optimizer):
+    """Base of the optimisers that learn from every structure evaluated so far (ddpg,
+    adversarial): the history `X` / `y`, one batch of proposals at a time, and `update`
+    after each `tell` (not after the last generation: nothing would use it)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.X: list[list[float]] = []  # every structure evaluated (projected ratios) ...
+        self.y: list[float] = []  # ... and its real fitness
+        self.batch = np.empty((0, len(self.lower)))
+
+    def first_batch(self, starts: dict[str, np.ndarray], draw: Callable[[int], np.ndarray]) -> None:
+        """The budget structure (when the search suggests one), then `draw(n)` ratios."""
+        pop = int(self.cfg["population"])
+        seeds = [self.project(starts["budget"])] if "budget" in starts else []
+        drawn = [self.project(r) for r in draw(pop - len(seeds))]
+        self.batch = np.stack([*seeds, *drawn])[:pop]
+
+    def ask(self) -> np.ndarray:
+        return self.batch
+
+    def tell(self, fitness: Sequence[float]) -> None:
+        f = np.asarray(fitness, dtype=np.float64)
+        self._record_best(self.batch, f)
+        self.X += self.batch.tolist()
+        self.y += f.tolist()
+        self.generation += 1
+        if not self.finished:
+            self.update(f)
+
+    @abstractmethod
+    def update(self, fitness: np.ndarray) -> None:
+        """Learn from the history (the last batch scored `fitness`); set the next batch."""
+        raise NotImplementedError
+
+
 class SwarmOptimizer(Optimizer):
     """The particle swarm of pso.py behind the optimiser interface (its state is the swarm's)."""
 
