@@ -106,15 +106,14 @@ class Optimizer(ABC):
     @abstractmethod
     def start(self, starts: dict[str, np.ndarray]) -> None:
         """Set the first batch; `starts` are structures the search suggests (cluster, budget)."""
-        raise NotImplementedError
 
     @abstractmethod
     def ask(self) -> np.ndarray:
-        raise NotImplementedError
+        """The batch of ratio vectors to evaluate next (the same until `tell`)."""
 
     @abstractmethod
     def tell(self, fitness: Sequence[float]) -> None:
-        raise NotImplementedError
+        """The fitness of the batch `ask` gave, in its order; prepares the next batch."""
 
     def bind(self, space: Any) -> None:
         """The model-side view of the search (space.Space: layer features, a FLOPs model, the
@@ -183,7 +182,6 @@ class LearnedOptimizer(Optimizer):
     @abstractmethod
     def update(self, fitness: np.ndarray) -> None:
         """Learn from the history (the last batch scored `fitness`); set the next batch."""
-        raise NotImplementedError
 
 
 class SwarmOptimizer(Optimizer):
