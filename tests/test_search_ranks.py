@@ -18,6 +18,7 @@ import torch.multiprocessing as mp
 from compress.prune.acp.search import STATE_FILE, Search, run_search, serve_search
 from compress.prune.acp.spread import interleave, share
 from tests.test_search_strategies import SMALL, settings
+from tests.train_support import gloo_rank_env
 
 REPO = Path(__file__).resolve().parents[1]
 KEYS = ("best", "log", "history", "world_size", "evaluated", "cache_hits", "finished")
@@ -56,14 +57,7 @@ def _rank(rank: int, port: int, out: str, method: str, over: dict, queue) -> Non
 
     from compress.train.distributed import init_distributed
 
-    os.environ.update(
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE="2",
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
-    torch.set_num_threads(1)
+    gloo_rank_env(rank, port)
     info = init_distributed("cpu")
     done: list[list[int]] = []
     fitness = Search.fitness

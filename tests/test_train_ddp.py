@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from compress.train.engine import train
-from tests.train_support import Rectangles, TinyDetector, collate, tiny_cfg
+from tests.train_support import Rectangles, TinyDetector, collate, gloo_rank_env, tiny_cfg
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -128,14 +128,7 @@ def _first_step(out: Path) -> dict:
 def _rank_worker(rank: int, port: int, out: str) -> None:
     from compress.train.distributed import cleanup_distributed
 
-    os.environ.update(
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE="2",
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
-    torch.set_num_threads(1)
+    gloo_rank_env(rank, port)
     result = _first_step(Path(out))
     if rank == 0:
         (Path(out) / "result.json").write_text(json.dumps(result))

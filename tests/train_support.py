@@ -234,3 +234,18 @@ def tiny_yolo(input_size: int = 64, seed: int = 0):
     det = YOLO.from_cfg(TINY_YOLO_CFG, input_size, ["person"])
     det.init_head_bias()
     return det
+
+
+def gloo_rank_env(rank: int, port: int, world_size: int = 2) -> None:
+    """The variables torchrun would set for `rank` of a local CPU group, one torch thread
+    each (spawned test workers join through `init_distributed` / `init_process_group`)."""
+    import os
+
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    torch.set_num_threads(1)
